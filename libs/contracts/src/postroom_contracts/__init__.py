@@ -1,0 +1,45 @@
+"""Postroom's public event catalogue: events, subjects, streams and the tenant registry model."""
+
+from .events import (
+    BY_TYPE,
+    CATALOGUE,
+    BlobRef,
+    DeadLetter,
+    DeliveryFailed,
+    DeliveryRequested,
+    DeliverySent,
+    DocumentMetadata,
+    DocumentStored,
+    Event,
+    MailClassified,
+    MailFailed,
+    MailParsed,
+    MailReceived,
+    ReplyDrafted,
+    VoicemailTranscribed,
+)
+from .ids import derive_event_id, is_tenant_slug, mail_key, synthetic_message_id
+from .subjects import (
+    BLOBS_BUCKET,
+    DEAD_LETTERS,
+    DLQ_STREAM,
+    EVENTS,
+    EVENTS_STREAM,
+    STREAMS,
+    TENANTS_BUCKET,
+    StreamSpec,
+    dlq_subject,
+    subject_filter,
+    subject_for,
+)
+from .tenants import Action, MailboxRoute, Tenant, TenantSeed
+
+__all__ = [
+    "BLOBS_BUCKET", "BY_TYPE", "CATALOGUE", "DEAD_LETTERS", "DLQ_STREAM", "EVENTS",
+    "EVENTS_STREAM", "STREAMS", "TENANTS_BUCKET", "Action", "BlobRef", "DeadLetter",
+    "DeliveryFailed", "DeliveryRequested", "DeliverySent", "DocumentMetadata", "DocumentStored",
+    "Event", "MailClassified", "MailFailed", "MailParsed", "MailReceived", "MailboxRoute",
+    "ReplyDrafted", "StreamSpec", "Tenant", "TenantSeed", "VoicemailTranscribed",
+    "derive_event_id", "dlq_subject", "is_tenant_slug", "mail_key", "subject_filter",
+    "subject_for", "synthetic_message_id",
+]

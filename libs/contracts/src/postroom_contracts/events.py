@@ -1,0 +1,283 @@
+"""Every event Postroom publishes. This module is the single source of truth.
+
+Rules (checked by tests/test_catalogue.py against the committed schemas):
+- each event class has an ``event_type`` and a ``schema_version``; the subject is
+  ``postroom.<event_type>.<tenant>``;
+- a compatible change (a new optional field) keeps the version; removing or retyping a field,
+  or adding a required one, needs a version bump;
+- consumers ignore fields they do not know (``extra="ignore"``), so producers can add
+  optional fields without breaking anyone.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .ids import TENANT_SLUG_PATTERN, derive_event_id
+from .subjects import subject_for
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class BlobRef(BaseModel):
+    """Claim check: where a large payload lives (raw MIME, an attachment, audio)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str = Field(description="Blob bucket (NATS object store bucket or folder name)")
+    key: str = Field(description="Object key, content-addressed: sha256/<hex>")
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    content_type: str | None = None
+
+
+class Event(BaseModel):
+    """Fields every event carries."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int]
+    draft: ClassVar[bool] = False
+
+    event_id: str = Field(description="Unique id; derived from the cause, so repeats share it")
+    occurred_at: datetime = Field(default_factory=utcnow)
+    tenant: str = Field(pattern=TENANT_SLUG_PATTERN)
+    mail_key: str = Field(min_length=8, max_length=64, description="Key of the mail")
+    causation_id: str | None = Field(
+        default=None, description="event_id of the event that caused this one (None: origin)"
+    )
+    @property
+    def nats_subject(self) -> str:
+        return subject_for(self.event_type, self.tenant)
+
+    @classmethod
+    def caused_by(cls, cause: Event, part: str = "", **fields: Any) -> Any:
+        """Build this event as a consequence of ``cause``, with a derived id."""
+        fields.setdefault("tenant", cause.tenant)
+        fields.setdefault("mail_key", cause.mail_key)
+        return cls(
+            event_id=derive_event_id(cause.event_id, cls.event_type, part),
+            causation_id=cause.event_id,
+            **fields,
+        )
+
+
+# --- order intake (issue: foundation) -------------------------------------------------
+
+
+class MailReceived(Event):
+    """A mail was accepted (SMTP 250) and its raw MIME is stored."""
+
+    event_type: ClassVar[str] = "mail.received"
+    schema_version: ClassVar[int] = 1
+    version: Literal[1] = 1
+
+    source: Literal["smtp", "imap", "webhook"] = "smtp"
+    message_id: str
+    message_id_synthetic: bool = False
+    mailbox: str = Field(description="Local part before '+', e.g. 'orders'")
+    actions: list[str] = Field(default_factory=list, description="What the registry says to do")
+    envelope_from: str
+    recipients: list[str] = Field(min_length=1)
+    header_from: str | None = None
+    subject: str | None = None
+    date: str | None = None
+    size: int = Field(ge=0)
+    raw: BlobRef
+    tls: bool = False
+    authenticated: bool = False
+
+
+class DocumentMetadata(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    pages: int | None = None
+    text_excerpt: str | None = None
+    sheets: list[str] | None = None
+    rows: int | None = None
+    header: list[str] | None = None
+    error: str | None = Field(default=None, description="Why metadata could not be read")
+
+
+class DocumentStored(Event):
+    """An attachment of a mail is stored as a document."""
+
+    event_type: ClassVar[str] = "document.stored"
+    schema_version: ClassVar[int] = 1
+    version: Literal[1] = 1
+
+    document_id: str
+    index: int = Field(ge=0, description="Position of the attachment within the mail")
+    filename: str
+    declared_content_type: str
+    sniffed_content_type: str | None
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    blob: BlobRef
+    supported: bool = Field(description="PDF, XLSX, CSV or ZIP")
+    metadata: DocumentMetadata = Field(default_factory=DocumentMetadata)
+
+
+class MailParsed(Event):
+    """The mail was parsed: its documents are stored and its text is available."""
+
+    event_type: ClassVar[str] = "mail.parsed"
+    schema_version: ClassVar[int] = 1
+    version: Literal[1] = 1
+
+    message_id: str
+    subject: str | None = None
+    header_from: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = Field(default_factory=list)
+    document_ids: list[str] = Field(default_factory=list)
+    skipped_parts: int = 0
+    body_text: str = ""
+    body_text_truncated: bool = False
+    has_html: bool = False
+    defects: list[str] = Field(default_factory=list)
+    actions: list[str] = Field(default_factory=list)
+
+
+class MailFailed(Event):
+    """Processing of a mail failed for good (terminal state FAILED)."""
+
+    event_type: ClassVar[str] = "mail.failed"
+    schema_version: ClassVar[int] = 1
+    version: Literal[1] = 1
+
+    stage: str
+    error: str
+
+
+# --- drafts for later issues ------------------------------------------------------------
+
+
+class VoicemailTranscribed(Event):
+    """Draft: a voicemail recording was transcribed."""
+
+    event_type: ClassVar[str] = "voicemail.transcribed"
+    schema_version: ClassVar[int] = 1
+    version: Literal[1] = 1
+    draft: ClassVar[bool] = True
+
+    document_id: str
+    transcript: str
+    confidence: float | None = Field(default=None, ge=0, le=1)
+    language: str | None = None
+    duration_seconds: float | None = None
+    engine: str
+
+
+class MailClassified(Event):
+    """Draft: a mail was classified."""
+
+    event_type: ClassVar[str] = "mail.classified"
+    schema_version: ClassVar[int] = 1
+    version: Literal[1] = 1
+    draft: ClassVar[bool] = True
+
+    category: str
+    confidence: float = Field(ge=0, le=1)
+    labels: list[str] = Field(default_factory=list)
+    priority: Literal["low", "normal", "high", "urgent"] = "normal"
+    engine: str
+
+
+class ReplyDrafted(Event):
+    """Draft: an AI reply was drafted for a mail."""
+
+    event_type: ClassVar[str] = "reply.drafted"
+    schema_version: ClassVar[int] = 1
+    version: Literal[1] = 1
+    draft: ClassVar[bool] = True
+
+    reply_id: str
+    to: list[str]
+    subject: str
+    body_text: str
+    body_html: str | None = None
+    in_reply_to: str | None = None
+    model: str
+
+
+class DeliveryRequested(Event):
+    """Draft: a mail should be sent (a reply or a forward)."""
+
+    event_type: ClassVar[str] = "delivery.requested"
+    schema_version: ClassVar[int] = 1
+    version: Literal[1] = 1
+    draft: ClassVar[bool] = True
+
+    delivery_id: str
+    kind: Literal["reply", "forward", "notification"]
+    to: list[str] = Field(min_length=1)
+    subject: str
+    body: BlobRef
+
+
+class DeliverySent(Event):
+    """Draft: a mail was handed to the next hop."""
+
+    event_type: ClassVar[str] = "delivery.sent"
+    schema_version: ClassVar[int] = 1
+    version: Literal[1] = 1
+    draft: ClassVar[bool] = True
+
+    delivery_id: str
+    smtp_response: str
+
+
+class DeliveryFailed(Event):
+    """Draft: a mail could not be sent."""
+
+    event_type: ClassVar[str] = "delivery.failed"
+    schema_version: ClassVar[int] = 1
+    version: Literal[1] = 1
+    draft: ClassVar[bool] = True
+
+    delivery_id: str
+    permanent: bool
+    error: str
+
+
+CATALOGUE: tuple[type[Event], ...] = (
+    MailReceived,
+    DocumentStored,
+    MailParsed,
+    MailFailed,
+    VoicemailTranscribed,
+    MailClassified,
+    ReplyDrafted,
+    DeliveryRequested,
+    DeliverySent,
+    DeliveryFailed,
+)
+
+BY_TYPE: dict[str, type[Event]] = {cls.event_type: cls for cls in CATALOGUE}
+
+
+# --- dead letters ---------------------------------------------------------------------------
+
+
+class DeadLetter(BaseModel):
+    """A message a consumer gave up on, published on ``postroom.dlq.<consumer>``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    consumer: str
+    original_subject: str
+    original_msg_id: str | None = None
+    stream_sequence: int | None = None
+    deliveries: int
+    error: str
+    payload_b64: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    mail_key: str | None = None
+    failed_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,45 @@
+"""Identifiers shared by every service: mail keys, event ids, message-id rules.
+
+Ids are *derived*, never random, wherever an event can be produced more than once (a
+redelivered message, a retried SMTP transaction): the same cause always yields the same id,
+so JetStream's `Nats-Msg-Id` de-duplication and each consumer's idempotency table can
+recognise the repeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+
+# Namespace for uuid5-derived event ids (fixed forever: changing it changes every id).
+EVENT_NAMESPACE = uuid.UUID("6f0b7a52-4f0e-4d7a-9d0e-2f7d3c1a9b11")
+
+TENANT_SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+_TENANT_RE = re.compile(TENANT_SLUG_PATTERN)
+
+
+def is_tenant_slug(value: str) -> bool:
+    """A slug is lower-case kebab-case and a valid NATS subject token (no dots, no wildcards)."""
+    return bool(_TENANT_RE.match(value))
+
+
+def mail_key(tenant: str, message_id: str) -> str:
+    """The key of one mail for one tenant: stable across retries of the same mail."""
+    digest = hashlib.sha256(f"{tenant}\n{message_id.strip()}".encode()).hexdigest()
+    return digest[:32]
+
+
+def derive_event_id(cause: str, event_type: str, part: str = "") -> str:
+    """Event id derived from what caused it (an event id, or a mail key for the first event)."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{cause}/{event_type}/{part}"))
+
+
+def synthetic_message_id(from_addr: str, to_addr: str, subject: str, date: str) -> str:
+    """Message-ID for a mail that has none: SHA-256 of from + to + subject + date.
+
+    Same inputs give the same id, so a retried mail without a Message-ID is still recognised
+    as a duplicate.
+    """
+    digest = hashlib.sha256(f"{from_addr}{to_addr}{subject}{date}".encode()).hexdigest()
+    return f"<synthetic-{digest[:16]}@postroom.generated>"

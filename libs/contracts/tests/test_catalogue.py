@@ -1,0 +1,161 @@
+import json
+from typing import Any, ClassVar, Literal
+
+import pytest
+from pydantic import ValidationError
+
+from postroom_contracts import (
+    CATALOGUE,
+    BlobRef,
+    DocumentStored,
+    Event,
+    MailParsed,
+    MailReceived,
+    Tenant,
+    derive_event_id,
+    mail_key,
+    synthetic_message_id,
+)
+from postroom_contracts.catalogue import asyncapi_document, check, event_schema, incompatibilities
+
+SHA = "ab" * 32
+BLOB = BlobRef(bucket="postroom-blobs", key=f"sha256/{SHA}", size=10, sha256=SHA)
+
+
+def _received() -> MailReceived:
+    key = mail_key("acme", "<po-1@supplier.example>")
+    return MailReceived(
+        event_id=derive_event_id(key, MailReceived.event_type),
+        tenant="acme",
+        mail_key=key,
+        message_id="<po-1@supplier.example>",
+        mailbox="orders",
+        envelope_from="supplier@example.com",
+        recipients=["orders+acme@intake.example.com"],
+        size=10,
+        raw=BLOB,
+    )
+
+
+SAMPLES: dict[str, dict[str, Any]] = {
+    "mail.received": {},
+    "document.stored": dict(document_id="d1", index=0, filename="po.pdf",
+                            declared_content_type="application/pdf",
+                            sniffed_content_type="application/pdf", size=10, sha256=SHA,
+                            blob=BLOB, supported=True),
+    "mail.parsed": dict(message_id="<po-1@supplier.example>", body_text="hello"),
+    "mail.failed": dict(stage="parse", error="boom"),
+    "voicemail.transcribed": dict(document_id="d1", transcript="call me", engine="fake"),
+    "mail.classified": dict(category="order", confidence=0.9, engine="rules"),
+    "reply.drafted": dict(reply_id="r1", to=["a@b.example"], subject="Re: x", body_text="hi",
+                          model="m"),
+    "delivery.requested": dict(delivery_id="x1", kind="reply", to=["a@b.example"],
+                               subject="Re: x", body=BLOB),
+    "delivery.sent": dict(delivery_id="x1", smtp_response="250 ok"),
+    "delivery.failed": dict(delivery_id="x1", permanent=True, error="550"),
+}
+
+
+@pytest.mark.parametrize("event", CATALOGUE, ids=lambda e: e.event_type)
+def test_every_event_round_trips_with_the_common_fields(event: type[Event]) -> None:
+    cause = _received()
+    instance = cause if event is MailReceived else event.caused_by(cause, **SAMPLES[event.event_type])
+    data = json.loads(instance.model_dump_json())
+    for field in ("event_id", "occurred_at", "tenant", "mail_key", "causation_id", "version"):
+        assert field in data
+    assert data["version"] == event.schema_version
+    assert event.model_validate_json(instance.model_dump_json()) == instance
+    assert instance.nats_subject == f"postroom.{event.event_type}.acme"
+
+
+def test_caused_events_have_derived_ids_and_point_at_their_cause() -> None:
+    cause = _received()
+    a = MailParsed.caused_by(cause, message_id="<x>")
+    b = MailParsed.caused_by(cause, message_id="<x>")
+    other = DocumentStored.caused_by(cause, part="1", **SAMPLES["document.stored"])
+    assert a.event_id == b.event_id  # a redelivery re-derives the same id
+    assert a.causation_id == cause.event_id
+    assert other.event_id != a.event_id
+
+
+def test_consumers_ignore_unknown_fields_from_newer_producers() -> None:
+    data = json.loads(_received().model_dump_json())
+    data["some_future_field"] = 1
+    assert MailReceived.model_validate(data).message_id == "<po-1@supplier.example>"
+
+
+def test_tenant_and_payload_validation() -> None:
+    with pytest.raises(ValidationError):
+        MailReceived.model_validate({**json.loads(_received().model_dump_json()), "tenant": "A.B"})
+    with pytest.raises(ValidationError):
+        Tenant(slug="acme", domains=[])
+    tenant = Tenant(slug="acme", domains=["Intake.Example.com."], mailboxes={"Orders": {}})
+    assert tenant.domains == ["intake.example.com"]
+    assert tenant.route("ORDERS") is not None and tenant.route("other") is None
+
+
+def test_synthetic_message_id_is_deterministic() -> None:
+    a = synthetic_message_id("a@x", "b@y", "PO", "Mon, 1 Jan 2024")
+    assert a == synthetic_message_id("a@x", "b@y", "PO", "Mon, 1 Jan 2024")
+    assert a != synthetic_message_id("a@x", "b@y", "PO 2", "Mon, 1 Jan 2024")
+    assert a.startswith("<synthetic-") and a.endswith("@postroom.generated>") and len(a) == 47
+
+
+def test_committed_schemas_and_asyncapi_match_the_models() -> None:
+    assert check() == []
+
+
+def test_asyncapi_lists_every_event_on_its_subject() -> None:
+    doc = asyncapi_document()
+    addresses = {c["address"] for c in doc["channels"].values()}
+    for event in CATALOGUE:
+        assert f"postroom.{event.event_type}.{{tenant}}" in addresses
+
+
+class _V1(Event):
+    event_type: ClassVar[str] = "test.thing"
+    schema_version: ClassVar[int] = 1
+    version: Literal[1] = 1
+    name: str
+    count: int = 0
+
+
+def _schema_of(**fields: Any) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__annotations__": {}}
+    for name, (annotation, default) in fields.items():
+        namespace["__annotations__"][name] = annotation
+        if default is not ...:
+            namespace[name] = default
+    cls = type("_V1x", (Event,), {**namespace, "event_type": "test.thing", "schema_version": 1,
+                                   "__annotations__": {**namespace["__annotations__"],
+                                                       "version": Literal[1]},
+                                   "version": 1, "__module__": __name__})
+    return event_schema(cls)
+
+
+def test_compatibility_rules_catch_breaking_changes() -> None:
+    old = event_schema(_V1)
+    assert incompatibilities(old, old) == []
+    # adding an optional field is compatible
+    assert incompatibilities(old, _schema_of(name=(str, ...), count=(int, 0),
+                                             note=(str | None, None))) == []
+    # removing a field breaks consumers
+    assert any("count: removed" in p for p in incompatibilities(old, _schema_of(name=(str, ...))))
+    # retyping a field breaks consumers
+    assert any("count: type" in p for p in
+               incompatibilities(old, _schema_of(name=(str, ...), count=(str, ""))))
+    # a new required field breaks old producers' payloads
+    assert any("extra: newly required" in p for p in
+               incompatibilities(old, _schema_of(name=(str, ...), count=(int, 0),
+                                                 extra=(int, ...))))
+    # widening to accept null is compatible; the nested BlobRef is compared too
+    assert incompatibilities(old, _schema_of(name=(str, ...), count=(int | None, 0))) == []
+    nested_old = event_schema(DocumentStored)
+    nested_new = json.loads(json.dumps(nested_old))
+    del nested_new["$defs"]["BlobRef"]["properties"]["sha256"]
+    assert any("blob.sha256: removed" in p for p in incompatibilities(nested_old, nested_new))
+
+
+def test_field_constraints_are_in_the_schema() -> None:
+    schema = event_schema(MailReceived)
+    assert "raw" in schema["required"] and schema["x-subject"] == "postroom.mail.received.{tenant}"
