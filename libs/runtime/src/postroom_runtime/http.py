@@ -1,0 +1,56 @@
+"""Per-service HTTP: liveness, readiness (NATS + store + blobs), Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+Check = Callable[[], Awaitable[None]]
+
+
+def problem(status: int, title: str, detail: str, **extra: object) -> JSONResponse:
+    """An RFC 9457 problem response."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+def build_http_app(
+    service: str,
+    checks: dict[str, Check],
+    registry: CollectorRegistry = REGISTRY,
+    check_timeout: float = 3.0,
+) -> FastAPI:
+    app = FastAPI(title=f"postroom {service}", docs_url="/docs", redoc_url=None)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/health/ready")
+    async def ready() -> Response:
+        results: dict[str, str] = {}
+        ok = True
+        for name, check in checks.items():
+            try:
+                await asyncio.wait_for(check(), check_timeout)
+                results[name] = "ok"
+            except Exception as exc:
+                ok = False
+                results[name] = f"{type(exc).__name__}: {exc}"[:300] or "failed"
+        if ok:
+            return JSONResponse({"status": "ready", "service": service, "checks": results})
+        return problem(503, "Not ready", "a dependency is unavailable", checks=results)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(Exception)
+    async def unhandled(_: Request, exc: Exception) -> JSONResponse:
+        return problem(500, "Internal error", type(exc).__name__)
+
+    return app

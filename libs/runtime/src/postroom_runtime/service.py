@@ -1,0 +1,260 @@
+"""The runtime every service runs in: broker, store, blobs, HTTP, telemetry, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from faststream.nats import NatsBroker
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.prometheus import NatsPrometheusMiddleware
+from fastapi import FastAPI
+from nats.js import JetStreamContext
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from .blobs import BlobStore, FilesystemBlobStore, NatsBlobStore
+from .delivery import Consumer, DeliveryPolicy, Handler, OutboxRelay
+from faststream.middlewares import AckPolicy
+from faststream.nats import ConsumerConfig, JStream, PullSub
+from faststream.nats.annotations import NatsMessage
+from sqlalchemy import Table
+
+from postroom_contracts import EVENTS_STREAM, Event, subject_filter
+
+from .http import build_http_app
+from .jetstream import provision_streams
+from .logs import setup_logging
+from .settings import RuntimeSettings
+from .store import Store
+from .telemetry import setup_tracing
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[["ServiceRuntime"], Awaitable[None]]
+
+
+class ServiceRuntime:
+    """Owns the process-wide parts of one service; the service adds subscribers and hooks."""
+
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        *,
+        migrations: Path | None = None,
+        registry: CollectorRegistry = REGISTRY,
+        span_exporter: SpanExporter | None = None,
+        configure_logging: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.otel_service_name
+        self.migrations = migrations
+        self.registry = registry
+        if configure_logging:
+            setup_logging(self.name, settings.log_level)
+        self.tracer_provider: TracerProvider = setup_tracing(
+            self.name, settings.otel_exporter_otlp_endpoint, span_exporter
+        )
+        self.broker = NatsBroker(
+            settings.nats_url,
+            middlewares=[
+                NatsTelemetryMiddleware(tracer_provider=self.tracer_provider),
+                NatsPrometheusMiddleware(registry=registry, app_name=self.name,
+                                         metrics_prefix="postroom"),
+            ],
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            allow_reconnect=True,
+            logger=logging.getLogger(f"faststream.{self.name}"),
+            log_level=logging.DEBUG,
+        )
+        self.store = Store(settings.database_url)
+        self.blobs: BlobStore | None = None
+        self.http: FastAPI = build_http_app(
+            self.name,
+            {"nats": self._check_nats, "store": self.store.ping, "blobs": self._check_blobs},
+            registry,
+        )
+        self.policy = DeliveryPolicy(
+            max_deliver=settings.consumer_max_deliver,
+            backoff_base=settings.consumer_backoff_base_seconds,
+            backoff_max=settings.consumer_backoff_max_seconds,
+            publish_timeout=settings.publish_timeout_seconds,
+        )
+        self.on_start: list[Hook] = []
+        self.on_stop: list[Hook] = []
+        self._stop = asyncio.Event()
+        self._http_server: uvicorn.Server | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self.http_port: int | None = None
+
+    def consume(
+        self,
+        event_type: type[Event],
+        handler: Handler[Any],
+        *,
+        processed: Table,
+        outbox: Table,
+        name: str | None = None,
+        on_dead_letter: Callable[[Any, str], Awaitable[None]] | None = None,
+        batch_size: int = 16,
+    ) -> Consumer[Any]:
+        """Subscribe ``handler`` to every tenant's ``event_type`` with a durable pull consumer."""
+        durable = name or f"{self.name}-{event_type.event_type.replace('.', '-')}"
+        consumer: Consumer[Any] = Consumer(
+            name=durable, event_type=event_type, handler=handler, store=self.store,
+            processed=processed, outbox=outbox, broker=self.broker, policy=self.policy,
+            on_dead_letter=on_dead_letter,
+        )
+        relay = OutboxRelay(self.store, outbox, self.broker, self.policy.publish_timeout)
+
+        async def flush_outbox(_: ServiceRuntime) -> None:
+            # events committed before a crash but never published
+            await relay.flush()
+
+        self.on_start.append(flush_outbox)
+
+        @self.broker.subscriber(
+            subject_filter(event_type.event_type),
+            stream=JStream(EVENTS_STREAM, declare=False),
+            durable=durable,
+            pull_sub=PullSub(batch_size=batch_size, timeout=5.0),
+            ack_policy=AckPolicy.MANUAL,
+            config=ConsumerConfig(
+                durable_name=durable,
+                ack_wait=self.settings.consumer_ack_wait_seconds,
+                max_deliver=-1,  # bounded by Consumer: it dead-letters after max_deliver
+                max_ack_pending=1000,
+            ),
+            title=durable,
+        )
+        async def _on_message(msg: NatsMessage) -> None:
+            await consumer.handle(msg)
+
+        return consumer
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self.broker.connection.jetstream()
+
+    async def _check_nats(self) -> None:
+        if not self.broker.connection.is_connected:
+            raise ConnectionError("not connected to NATS")
+        await self.js.account_info()
+
+    async def _check_blobs(self) -> None:
+        if self.blobs is None:
+            raise RuntimeError("blob store not started")
+        await self.blobs.ping()
+
+    async def _connect(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.broker.connect()
+                await provision_streams(
+                    self.js, self.settings.stream_replicas,
+                    self.settings.stream_duplicate_window_seconds,
+                )
+                return
+            except Exception as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning("waiting for NATS", extra={"error": str(exc), "retry_in_s": delay})
+                with contextlib.suppress(Exception):
+                    await self.broker.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def start(self) -> None:
+        if self.migrations is not None:
+            await self.store.migrate(self.migrations)
+        await self._connect()
+        if self.settings.blob_backend == "fs":
+            self.blobs = FilesystemBlobStore(self.settings.blob_fs_root, self.settings.blob_bucket)
+        else:
+            self.blobs = NatsBlobStore(self.js, self.settings.blob_bucket,
+                                       self.settings.stream_replicas)
+        await self.blobs.ping()
+        for hook in self.on_start:
+            await hook(self)
+        await self.broker.start()
+        await self._start_http()
+        log.info("service started", extra={"http_port": self.http_port})
+
+    async def _start_http(self) -> None:
+        config = uvicorn.Config(self.http, host=self.settings.http_host,
+                                port=self.settings.http_port, log_config=None,
+                                access_log=False, lifespan="off")
+        self._http_server = uvicorn.Server(config)
+        self._http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._http_task = asyncio.create_task(self._http_server.serve())
+        while not self._http_server.started:
+            if self._http_task.done():
+                self._http_task.result()
+                raise RuntimeError("HTTP server stopped during start-up")
+            await asyncio.sleep(0.02)
+        sockets = [s for srv in self._http_server.servers for s in srv.sockets]
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.http_port
+
+    async def stop(self) -> None:
+        for hook in reversed(self.on_stop):
+            try:
+                await hook(self)
+            except Exception:
+                log.exception("stop hook failed")
+        with contextlib.suppress(Exception):
+            await self.broker.stop()
+        if self._http_server is not None:
+            self._http_server.should_exit = True
+            if self._http_task is not None:
+                with contextlib.suppress(Exception):
+                    await self._http_task
+        await self.store.close()
+        self.tracer_provider.shutdown()
+        log.info("service stopped")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.stop()
+
+
+def run(build: Callable[[], Awaitable[ServiceRuntime]] | Callable[[], ServiceRuntime]) -> int:
+    """Entry point helper for a service's ``__main__``: exits 2 on bad configuration."""
+    from .settings import ConfigError
+
+    async def main() -> None:
+        runtime = build()
+        if asyncio.iscoroutine(runtime):
+            runtime = await runtime
+        await runtime.run_forever()  # type: ignore[union-attr]
+
+    try:
+        asyncio.run(main())
+    except ConfigError as exc:
+        import sys
+
+        print(f"postroom: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+__all__ = ["Any", "ServiceRuntime", "run"]

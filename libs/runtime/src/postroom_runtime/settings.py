@@ -1,0 +1,66 @@
+"""Settings from the environment only, with one clear error listing every bad variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(SystemExit):
+    """Bad configuration: the process exits with code 2 and says which variable is wrong."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class RuntimeSettings(BaseSettings):
+    """Settings every service shares. Each service subclasses it and sets its defaults."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, env_file=None)
+
+    otel_service_name: str = "postroom"
+    otel_exporter_otlp_endpoint: str | None = None
+    nats_url: str = "nats://127.0.0.1:4222"
+    database_url: str = ""
+    blob_backend: Literal["nats", "fs"] = "nats"
+    blob_bucket: str = Field(default="postroom-blobs", pattern=r"^[A-Za-z0-9_-]+$")
+    blob_fs_root: Path = Path("var/blobs")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    stream_duplicate_window_seconds: int = Field(default=120, ge=1)
+    consumer_max_deliver: int = Field(default=5, ge=1)
+    consumer_backoff_base_seconds: float = Field(default=1.0, gt=0)
+    consumer_backoff_max_seconds: float = Field(default=60.0, gt=0)
+    consumer_ack_wait_seconds: float = Field(default=60.0, gt=0)
+    publish_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    def model_post_init(self, __context: object) -> None:
+        if not self.database_url:
+            name = self.otel_service_name.replace("-", "_")
+            self.database_url = f"sqlite+aiosqlite:///var/{name}.db"
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Build settings from the environment; raise ConfigError naming each bad variable."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "_".join(str(p) for p in err["loc"]).upper() or "?"
+            value = err.get("input")
+            shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+            lines.append(f"  {name}: {err['msg']}{shown}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

@@ -1,0 +1,153 @@
+"""The tenant registry, read from NATS KV and kept current by a watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import yaml
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
+from pydantic import ValidationError
+
+from postroom_contracts import TENANTS_BUCKET, Tenant, TenantSeed
+
+log = logging.getLogger(__name__)
+
+
+async def tenants_bucket(js: JetStreamContext, replicas: int = 1):  # type: ignore[no-untyped-def]
+    try:
+        return await js.key_value(TENANTS_BUCKET)
+    except (BucketNotFoundError, NotFoundError):
+        return await js.create_key_value(
+            KeyValueConfig(bucket=TENANTS_BUCKET, history=5, storage=StorageType.FILE,
+                           replicas=replicas, description="Postroom tenant registry")
+        )
+
+
+def load_seed(path: Path) -> list[Tenant]:
+    """Read a seed file; a clear error names the file and the problem."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+        return TenantSeed.model_validate(data).tenants
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise ValueError(f"tenant seed file {path}: {exc}") from exc
+
+
+async def put_tenant(js: JetStreamContext, tenant: Tenant) -> None:
+    kv = await tenants_bucket(js)
+    await kv.put(tenant.slug, tenant.model_dump_json().encode())
+
+
+async def delete_tenant(js: JetStreamContext, slug: str) -> bool:
+    kv = await tenants_bucket(js)
+    try:
+        await kv.get(slug)
+    except (KeyNotFoundError, NotFoundError):
+        return False
+    await kv.delete(slug)
+    return True
+
+
+async def list_tenants(js: JetStreamContext) -> list[Tenant]:
+    kv = await tenants_bucket(js)
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return []
+    out = []
+    for key in sorted(keys):
+        try:
+            entry = await kv.get(key)
+        except (KeyNotFoundError, NotFoundError):
+            continue
+        if entry.value:
+            out.append(Tenant.model_validate_json(entry.value))
+    return out
+
+
+async def seed_tenants(js: JetStreamContext, tenants: list[Tenant], overwrite: bool = False) -> int:
+    """Write seed tenants; existing ones are kept unless ``overwrite``. Returns count written."""
+    kv = await tenants_bucket(js)
+    written = 0
+    for tenant in tenants:
+        if not overwrite:
+            try:
+                await kv.get(tenant.slug)
+                continue
+            except (KeyNotFoundError, NotFoundError):
+                pass
+        await kv.put(tenant.slug, tenant.model_dump_json().encode())
+        written += 1
+    return written
+
+
+class TenantRegistry:
+    """An in-memory view of the registry, updated live from the KV bucket."""
+
+    def __init__(self, js: JetStreamContext, resync_seconds: float = 30.0) -> None:
+        self.js = js
+        self.resync_seconds = resync_seconds
+        self._tenants: dict[str, Tenant] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.loaded = asyncio.Event()
+
+    def get(self, slug: str) -> Tenant | None:
+        tenant = self._tenants.get(slug)
+        return tenant if tenant is not None and tenant.enabled else None
+
+    def domains(self) -> set[str]:
+        return {d for t in self._tenants.values() if t.enabled for d in t.domains}
+
+    def all(self) -> list[Tenant]:
+        return list(self._tenants.values())
+
+    async def reload(self) -> None:
+        self._tenants = {t.slug: t for t in await list_tenants(self.js)}
+        self.loaded.set()
+
+    def _apply(self, key: str, value: bytes | None, deleted: bool) -> None:
+        if deleted or not value:
+            self._tenants.pop(key, None)
+            return
+        try:
+            self._tenants[key] = Tenant.model_validate_json(value)
+        except ValidationError as exc:
+            log.error("invalid tenant record ignored", extra={"tenant": key, "error": str(exc)})
+
+    async def start(self) -> None:
+        await self.reload()
+        self._task = asyncio.create_task(self._watch(), name="tenant-registry-watch")
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                kv = await tenants_bucket(self.js)
+                watcher = await kv.watchall()
+                try:
+                    while True:
+                        try:
+                            entry = await watcher.updates(timeout=self.resync_seconds)
+                        except Exception:  # timeout: resync in case a watch was lost
+                            await self.reload()
+                            continue
+                        if entry is None:
+                            continue
+                        self._apply(entry.key, entry.value, entry.operation in ("DEL", "PURGE"))
+                finally:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("tenant watch restarting", extra={"error": str(exc)})
+                await asyncio.sleep(1)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
