@@ -1,0 +1,9 @@
+# Sourced by the entry scripts: make sure uv exists and the workspace is installed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if ! command -v uv >/dev/null 2>&1; then
+  export PATH="$HOME/.local/bin:$PATH"
+  command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv \
+    || python3 -m pip install --quiet --break-system-packages --user uv
+fi
+uv sync --frozen --all-packages --quiet
