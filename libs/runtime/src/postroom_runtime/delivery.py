@@ -146,8 +146,8 @@ class Consumer(Generic[E]):
 
     async def handle(self, msg: Any) -> None:
         """Entry point for a FastStream NATS message (ack policy MANUAL)."""
-        raw = msg.raw_message
-        attempt = raw.metadata.num_delivered if raw.metadata else 1
+        meta = _metadata(msg.raw_message)
+        attempt = meta.num_delivered if meta else 1
         try:
             event = self.event_type.model_validate_json(msg.body)
         except ValidationError as exc:
@@ -206,7 +206,8 @@ class Consumer(Generic[E]):
 
     async def _dead_letter(self, msg: Any, attempt: int, error: str, event: E | None) -> None:
         raw = msg.raw_message
-        seq = raw.metadata.sequence.stream if raw.metadata else None
+        meta = _metadata(raw)
+        seq = meta.sequence.stream if meta else None
         headers = {k: v for k, v in (raw.headers or {}).items()}
         letter = DeadLetter(
             consumer=self.name,
@@ -236,6 +237,14 @@ class Consumer(Generic[E]):
             except Exception:
                 log.exception("dead-letter hook failed", extra={"consumer": self.name})
         await msg.reject()
+
+
+def _metadata(raw: Any) -> Any:
+    """JetStream metadata of a message, or None (core NATS, or FastStream's test broker)."""
+    try:
+        return raw.metadata
+    except Exception:
+        return None
 
 
 def _describe(exc: BaseException) -> str:
