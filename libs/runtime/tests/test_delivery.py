@@ -1,0 +1,281 @@
+"""Delivery semantics on a real nats-server: idempotency, retries, dead letters, outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import insert, select
+
+from postroom_contracts import (
+    DLQ_STREAM,
+    EVENTS_STREAM,
+    BlobRef,
+    MailFailed,
+    MailReceived,
+    derive_event_id,
+    mail_key,
+)
+from postroom_runtime import (
+    ConfigError,
+    RuntimeSettings,
+    ServiceRuntime,
+    backoff_delay,
+    event_headers,
+    load_settings,
+    publish_event,
+)
+from postroom_runtime.deadletters import list_dead_letters, replay_dead_letter
+
+_spec = importlib.util.spec_from_file_location("runtime_test_models", Path(__file__).parent / "models.py")
+models = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(models)  # type: ignore[union-attr]
+MIGRATIONS = Path(__file__).parent / "migrations"
+SHA = "cd" * 32
+
+
+def received(message_id: str = "<po-1@supplier.example>") -> MailReceived:
+    key = mail_key("acme", message_id)
+    return MailReceived(
+        event_id=derive_event_id(key, "mail.received"), tenant="acme", mail_key=key,
+        message_id=message_id, mailbox="orders", envelope_from="s@example.com",
+        recipients=["orders+acme@intake.example.com"], size=1,
+        raw=BlobRef(bucket="postroom-blobs", key=f"sha256/{SHA}", size=1, sha256=SHA),
+    )
+
+
+class Harness:
+    def __init__(self, runtime: ServiceRuntime, nc: Any) -> None:
+        self.runtime = runtime
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.calls: list[str] = []
+        self.dead: list[tuple[Any, str]] = []
+
+    async def count(self, stream: str, subject: str | None = None) -> int:
+        info = await self.js.stream_info(stream, subjects_filter=subject or ">")
+        if subject is None:
+            return info.state.messages
+        return sum((info.state.subjects or {}).values())
+
+
+Behaviour = Callable[[MailReceived, int], Awaitable[None]]
+
+
+@pytest.fixture
+def make_harness(nats_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Builds started runtimes; harness_factory stops them in the test's event loop."""
+    async def make(behaviour: Behaviour | None = None, *, max_deliver: int = 3,
+                   before_start: Callable[[ServiceRuntime], Awaitable[None]] | None = None,
+                   ) -> Harness:
+        monkeypatch.setenv("NATS_URL", nats_server.url)
+        monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/svc.db")
+        monkeypatch.setenv("HTTP_PORT", "0")
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "test-svc")
+        monkeypatch.setenv("CONSUMER_MAX_DELIVER", str(max_deliver))
+        monkeypatch.setenv("CONSUMER_BACKOFF_BASE_SECONDS", "0.05")
+        runtime = ServiceRuntime(load_settings(RuntimeSettings), migrations=MIGRATIONS,
+                                 registry=CollectorRegistry(), configure_logging=False)
+        nc = await nats.connect(nats_server.url)
+        harness = Harness(runtime, nc)
+
+        async def handler(event: MailReceived, session: Any, outbox: Any) -> None:
+            harness.calls.append(event.event_id)
+            if behaviour is not None:
+                await behaviour(event, len(harness.calls))
+            await session.execute(insert(models.widgets).values(tenant=event.tenant,
+                                                                name=event.mail_key))
+            await outbox.emit(MailFailed.caused_by(event, stage="test", error="done"))
+
+        async def on_dead(event: Any, error: str) -> None:
+            harness.dead.append((event, error))
+
+        runtime.consume(MailReceived, handler, processed=models.processed, outbox=models.outbox,
+                        on_dead_letter=on_dead)
+        if before_start is not None:
+            runtime.on_start.insert(0, before_start)
+        await runtime.start()
+        return harness
+
+    return make
+
+
+@pytest.fixture
+async def harness_factory(make_harness) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
+    made: list[Harness] = []
+
+    async def make(*args: Any, **kwargs: Any) -> Harness:
+        h = await make_harness(*args, **kwargs)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        await h.runtime.stop()
+        await h.nc.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_each_event_is_handled_once_even_past_the_dedup_window(harness_factory) -> None:
+    h = await harness_factory()
+    event = received()
+    await publish_event(h.runtime.broker, event, stream=EVENTS_STREAM)
+    # a re-publish JetStream cannot de-duplicate (e.g. after its window): new Nats-Msg-Id
+    headers = event_headers(event, {"Nats-Msg-Id": "republished-later"})
+    await h.js.publish(event.nats_subject, event.model_dump_json().encode(), headers=headers)
+    await eventually(lambda: _ret(len(h.calls) >= 1))
+    await eventually(lambda: _count_is(h, "postroom.mail.failed.acme", 1))
+    await asyncio.sleep(0.5)
+    assert h.calls == [event.event_id]
+    assert await h.count(EVENTS_STREAM, "postroom.mail.received.acme") == 2
+    assert await h.count(EVENTS_STREAM, "postroom.mail.failed.acme") == 1
+    async with h.runtime.store.sessions() as s:
+        assert (await s.scalars(select(models.outbox.c.published_at))).all()[0] is not None
+
+
+async def test_transient_failures_are_retried_with_backoff(harness_factory) -> None:
+    async def flaky(_: MailReceived, call: int) -> None:
+        if call < 3:
+            raise ConnectionError("blob store not reachable")
+
+    h = await harness_factory(flaky, max_deliver=5)
+    await publish_event(h.runtime.broker, received(), stream=EVENTS_STREAM)
+    await eventually(lambda: _count_is(h, "postroom.mail.failed.acme", 1))
+    assert len(h.calls) == 3
+    assert await h.count(DLQ_STREAM) == 0
+    async with h.runtime.store.sessions() as s:
+        # the two failed attempts rolled back their writes
+        assert len((await s.scalars(select(models.widgets.c.name))).all()) == 1
+
+
+async def test_poison_message_is_dead_lettered_not_redelivered_forever(harness_factory) -> None:
+    async def always_fails(_: MailReceived, call: int) -> None:
+        raise ValueError("cannot parse this mail")
+
+    h = await harness_factory(always_fails, max_deliver=3)
+    event = received()
+    await publish_event(h.runtime.broker, event, stream=EVENTS_STREAM)
+    await eventually(lambda: _ret(len(h.dead) == 1))
+    await asyncio.sleep(1.0)
+    assert len(h.calls) == 3  # bounded: no fourth attempt
+    letters = await list_dead_letters(h.js)
+    assert len(letters) == 1
+    letter = letters[0].letter
+    assert letter.consumer == "test-svc-mail-received"
+    assert letter.deliveries == 3 and "ValueError: cannot parse this mail" in letter.error
+    assert letter.mail_key == event.mail_key
+    assert letter.original_subject == "postroom.mail.received.acme"
+    assert h.dead[0][0] == event and "cannot parse" in h.dead[0][1]
+    assert await h.count(EVENTS_STREAM, "postroom.mail.failed.acme") == 0
+
+
+async def test_replayed_dead_letter_is_processed_once_fixed(harness_factory) -> None:
+    broken = {"yes": True}
+
+    async def fails_until_fixed(_: MailReceived, call: int) -> None:
+        if broken["yes"]:
+            raise ValueError("bug")
+
+    h = await harness_factory(fails_until_fixed, max_deliver=2)
+    await publish_event(h.runtime.broker, received(), stream=EVENTS_STREAM)
+    await eventually(lambda: _ret(len(h.dead) == 1))
+    broken["yes"] = False
+    [stored] = await list_dead_letters(h.js)
+    await replay_dead_letter(h.js, stored.sequence)
+    await eventually(lambda: _count_is(h, "postroom.mail.failed.acme", 1))
+    assert await list_dead_letters(h.js) == []
+    assert len(h.calls) == 3
+
+
+async def test_undecodable_payload_goes_straight_to_dead_letters(harness_factory) -> None:
+    h = await harness_factory()
+    await h.js.publish("postroom.mail.received.acme", b'{"not": "an event"}',
+                       headers={"Nats-Msg-Id": "garbage-1"})
+    await eventually(lambda: _ret(len(h.dead) == 1))
+    [stored] = await list_dead_letters(h.js)
+    assert stored.letter.deliveries == 1 and "undecodable mail.received" in stored.letter.error
+    assert h.calls == []
+
+
+async def test_outbox_rows_committed_before_a_crash_are_published_at_start(harness_factory) -> None:
+    orphan = MailFailed.caused_by(received(), stage="x", error="committed, never published")
+
+    async def seed_outbox(runtime: ServiceRuntime) -> None:
+        async with runtime.store.transaction() as s:
+            await s.execute(insert(models.outbox).values(
+                event_id=orphan.event_id, subject=orphan.nats_subject,
+                payload=orphan.model_dump_json().encode(), headers=event_headers(orphan)))
+
+    h = await harness_factory(before_start=seed_outbox)
+    await eventually(lambda: _count_is(h, "postroom.mail.failed.acme", 1))
+    msg = await h.js.get_last_msg(EVENTS_STREAM, "postroom.mail.failed.acme")
+    assert json.loads(msg.data)["event_id"] == orphan.event_id
+    assert msg.headers["Nats-Msg-Id"] == orphan.event_id
+
+
+async def test_health_ready_and_metrics(harness_factory, nats_server) -> None:
+    h = await harness_factory()
+    base = f"http://127.0.0.1:{h.runtime.http_port}"
+    async with httpx.AsyncClient(base_url=base) as client:
+        assert (await client.get("/health")).json()["status"] == "ok"
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 200 and ready.json()["checks"] == {
+            "nats": "ok", "store": "ok", "blobs": "ok"}
+        await publish_event(h.runtime.broker, received(), stream=EVENTS_STREAM)
+        await eventually(lambda: _count_is(h, "postroom.mail.failed.acme", 1))
+        metrics = (await client.get("/metrics")).text
+        assert "postroom_received_messages_total" in metrics
+        nats_server.stop()
+        await asyncio.sleep(0.5)
+        down = await client.get("/health/ready")
+        assert down.status_code == 503
+        assert down.headers["content-type"] == "application/problem+json"
+        assert down.json()["checks"]["nats"] != "ok"
+        nats_server.start()
+        await eventually(lambda: _ready(client), timeout=20)
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    assert [backoff_delay(n, 1, 10) for n in (1, 2, 3, 4, 5, 6)] == [1, 2, 4, 8, 10, 10]
+
+
+def test_bad_configuration_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PORT", "not-a-port")
+    monkeypatch.setenv("BLOB_BACKEND", "s3")
+    with pytest.raises(ConfigError) as err:
+        load_settings(RuntimeSettings)
+    assert "HTTP_PORT" in str(err.value) and "BLOB_BACKEND" in str(err.value)
+    assert err.value.code == 2
+
+
+def test_database_defaults_to_a_sqlite_file_per_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "smtp-ingress")
+    assert load_settings(RuntimeSettings).database_url == "sqlite+aiosqlite:///var/smtp_ingress.db"
+
+
+async def _ret(value: bool) -> bool:
+    return value
+
+
+async def _count_is(h: Harness, subject: str, n: int) -> bool:
+    return await h.count(EVENTS_STREAM, subject) == n
+
+
+async def _ready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/health/ready")).status_code == 200
