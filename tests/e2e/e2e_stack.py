@@ -1,0 +1,170 @@
+"""Helpers for end-to-end tests: the stack handle, sample mails, stream counts, an OTLP receiver."""
+
+from __future__ import annotations
+
+import io
+import smtplib
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import make_msgid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import nats
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from postroom_runtime.tenants import load_seed, seed_tenants
+from postroom_testing.nats import NatsServer
+from postroom_testing.procs import ServiceProcess
+
+REPO = Path(__file__).resolve().parents[2]
+TENANTS = REPO / "deploy" / "tenants.yaml"
+
+
+@dataclass
+class Stack:
+    nats: NatsServer
+    smtp_port: int
+    ingress: ServiceProcess
+    extractor: ServiceProcess
+    ingress_http: int
+    extractor_http: int
+    data: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def extractor_url(self) -> str:
+        return f"http://127.0.0.1:{self.extractor_http}"
+
+    def smtp(self) -> smtplib.SMTP:
+        return smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30)
+
+    def send(self, msg: EmailMessage, to: list[str] | None = None) -> tuple[int, bytes]:
+        """Send one mail; return the final reply to DATA (code, text)."""
+        with self.smtp() as client:
+            client.ehlo()
+            client.mail(str(msg["From"]))
+            for rcpt in to or [str(msg["To"])]:
+                code, text = client.rcpt(rcpt)
+                if code >= 400:
+                    return code, text
+            return client.data(msg.as_bytes())
+
+
+def order_mail(n: int = 0, *, to: str = "orders+acme@intake.example.com",
+               pdf: bytes | None = None, with_xlsx: bool = True) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "buyer@supplier.example"
+    msg["To"] = to
+    msg["Subject"] = f"Purchase order PO-{n:05d}"
+    msg["Message-ID"] = make_msgid(f"po{n}", domain="supplier.example")
+    msg.set_content(f"Please find attached purchase order PO-{n:05d}.\n")
+    csv = f"sku,qty,price\nA-{n},3,9.99\nB-{n},1,120.00\n".encode()
+    msg.add_attachment(csv, maintype="text", subtype="csv", filename=f"po-{n}.csv")
+    if pdf is not None:
+        msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"po-{n}.pdf")
+    if with_xlsx:
+        msg.add_attachment(xlsx_bytes(n), maintype="application",
+                           subtype="vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                           filename=f"po-{n}.xlsx")
+    return msg
+
+
+def xlsx_bytes(n: int) -> bytes:
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Order"
+    ws.append(["sku", "qty"])
+    ws.append([f"A-{n}", n])
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
+
+
+def pdf_bytes(text: str = "Purchase order") -> bytes:
+    from reportlab.pdfgen import canvas
+
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf)
+    c.drawString(72, 720, text)
+    c.showPage()
+    c.drawString(72, 720, "page two")
+    c.save()
+    return buf.getvalue()
+
+
+def zip_bytes() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("inner.txt", "not unpacked")
+    return buf.getvalue()
+
+
+async def seed(url: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        await seed_tenants(nc.jetstream(), load_seed(TENANTS))
+    finally:
+        await nc.close()
+
+
+async def stream_count(url: str, subject: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().stream_info("POSTROOM_EVENTS", subjects_filter=subject)
+        return sum((info.state.subjects or {}).values())
+    finally:
+        await nc.close()
+
+
+class OtlpReceiver:
+    """A local OTLP/HTTP trace receiver: decodes real ExportTraceServiceRequest protobufs."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                with receiver.lock:
+                    for rs in request.resource_spans:
+                        service = next((a.value.string_value for a in rs.resource.attributes
+                                        if a.key == "service.name"), "?")
+                        for ss in rs.scope_spans:
+                            for span in ss.spans:
+                                receiver.spans.append({
+                                    "service": service, "name": span.name,
+                                    "trace_id": span.trace_id.hex(),
+                                    "span_id": span.span_id.hex(),
+                                    "parent": span.parent_span_id.hex(),
+                                })
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.spans)
+
+    def close(self) -> None:
+        self.server.shutdown()
