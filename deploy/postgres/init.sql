@@ -1,0 +1,4 @@
+-- Run once by the postgres image on an empty data directory (docker-entrypoint-initdb.d).
+-- One database per service: a service owns its tables and nobody else's.
+CREATE DATABASE smtp_ingress OWNER postroom;
+CREATE DATABASE attachment_extractor OWNER postroom;
