@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import nats
@@ -26,20 +27,24 @@ async def _publish(url: str, count: int, start: int = 0) -> None:
         await nc.close()
 
 
-async def _read_all(url: str) -> list[str]:
+async def _read_all(url: str, expected: int) -> list[str]:
+    """Consume the ORDERS stream until ``expected`` messages arrived (10 s at most)."""
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
+        assert (await js.stream_info("ORDERS")).state.messages == expected
         sub = await js.pull_subscribe("orders.>", durable="reader")
         seen: list[str] = []
-        while True:
+        deadline = time.monotonic() + 10
+        while len(seen) < expected and time.monotonic() < deadline:
             try:
-                msgs = await sub.fetch(50, timeout=0.5)
-            except nats.errors.TimeoutError:
-                return seen
+                msgs = await sub.fetch(expected - len(seen), timeout=2)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
             for msg in msgs:
                 seen.append(msg.data.decode())
                 await msg.ack()
+        return seen
     finally:
         await nc.close()
 
@@ -47,7 +52,7 @@ async def _read_all(url: str) -> list[str]:
 async def test_jetstream_publish_and_consume(nats_url: str) -> None:
     assert nats_url.startswith("nats://127.0.0.1:")
     await _publish(nats_url, 20)
-    assert await _read_all(nats_url) == [f"mail-{i}" for i in range(20)]
+    assert await _read_all(nats_url, 20) == [f"mail-{i}" for i in range(20)]
 
 
 def test_jetstream_fsyncs_every_write(nats_server: NatsServer) -> None:
@@ -66,7 +71,7 @@ async def test_graceful_restart_keeps_port_and_stream_data(nats_server: NatsServ
     await nats_server.astart()
 
     assert nats_server.url == url_before
-    assert await _read_all(nats_server.url) == [f"mail-{i}" for i in range(30)]
+    assert await _read_all(nats_server.url, 30) == [f"mail-{i}" for i in range(30)]
 
 
 async def test_kill_then_start_keeps_acknowledged_writes(nats_server: NatsServer) -> None:
@@ -74,7 +79,7 @@ async def test_kill_then_start_keeps_acknowledged_writes(nats_server: NatsServer
     assert nats_server.kill() == -9  # SIGKILL: no graceful flush
     nats_server.start()
     await _publish(nats_server.url, 5, start=25)  # stream still there, dedup ids too
-    assert await _read_all(nats_server.url) == [f"mail-{i}" for i in range(30)]
+    assert await _read_all(nats_server.url, 30) == [f"mail-{i}" for i in range(30)]
 
 
 async def test_connected_client_reconnects_across_restart(nats_server: NatsServer) -> None:
