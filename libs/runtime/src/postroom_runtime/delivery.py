@@ -14,6 +14,7 @@ For each JetStream message a consumer:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import traceback
@@ -132,6 +133,7 @@ class Consumer(Generic[E]):
         broker: Any,
         policy: DeliveryPolicy,
         on_dead_letter: Callable[[E | None, str], Awaitable[None]] | None = None,
+        concurrency: int = 1,
     ) -> None:
         self.name = name
         self.event_type = event_type
@@ -143,6 +145,10 @@ class Consumer(Generic[E]):
         self.policy = policy
         self.relay = OutboxRelay(store, outbox, broker, policy.publish_timeout)
         self.on_dead_letter = on_dead_letter
+        # FastStream runs a fetched batch concurrently: bound it (SQLite has one writer), and
+        # never run two copies of the same event at once in this process.
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: set[str] = set()
 
     async def handle(self, msg: Any) -> None:
         """Entry point for a FastStream NATS message (ack policy MANUAL)."""
@@ -154,11 +160,18 @@ class Consumer(Generic[E]):
             await self._dead_letter(msg, attempt, f"undecodable {self.event_type.event_type}: "
                                     f"{exc.error_count()} errors: {exc.errors()[0]['msg']}", None)
             return
+        if event.event_id in self._in_flight:
+            # a duplicate of an event being handled right now: look again once it is done
+            await msg.nack(delay=self.policy.backoff_base)
+            return
+        self._in_flight.add(event.event_id)
         token = mail_key_var.set(event.mail_key)
         try:
-            await self._process(msg, event, attempt)
+            async with self._slots:
+                await self._process(msg, event, attempt)
         finally:
             mail_key_var.reset(token)
+            self._in_flight.discard(event.event_id)
 
     async def _process(self, msg: Any, event: E, attempt: int) -> None:
         if attempt > self.policy.max_deliver:

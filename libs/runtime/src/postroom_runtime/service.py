@@ -112,6 +112,7 @@ class ServiceRuntime:
             name=durable, event_type=event_type, handler=handler, store=self.store,
             processed=processed, outbox=outbox, broker=self.broker, policy=self.policy,
             on_dead_letter=on_dead_letter,
+            concurrency=1 if self.store.is_sqlite else self.settings.consumer_concurrency,
         )
         relay = OutboxRelay(self.store, outbox, self.broker, self.policy.publish_timeout)
 

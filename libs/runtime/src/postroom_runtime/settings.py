@@ -40,6 +40,7 @@ class RuntimeSettings(BaseSettings):
     consumer_max_deliver: int = Field(default=5, ge=1)
     consumer_backoff_base_seconds: float = Field(default=1.0, gt=0)
     consumer_backoff_max_seconds: float = Field(default=60.0, gt=0)
+    consumer_concurrency: int = Field(default=8, ge=1, description="PostgreSQL stores only")
     consumer_ack_wait_seconds: float = Field(default=60.0, gt=0)
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
 
