@@ -1,0 +1,1 @@
+"""The ``postroom`` CLI and the embedded stack supervisor (``postroom up``)."""

@@ -1,0 +1,1 @@
+"""Postroom smtp-ingress: business mail in over SMTP, `mail.received` events out."""
