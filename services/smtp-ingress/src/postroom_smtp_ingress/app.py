@@ -1,0 +1,476 @@
+"""smtp-ingress wiring: the aiosmtpd server(s) on the runtime's event loop, the DATA pipeline,
+the tenant registry, metrics and the ``/tenants`` route.
+
+A mail is acknowledged (250) only after its raw MIME is in the blob store, its
+``mail.received`` event is acknowledged by JetStream and its dedup row is committed; any
+failure before that answers 451 and the sender retries. Retries derive the same event id, so
+JetStream (``Nats-Msg-Id``) and the consumers' idempotency tables see one event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from postroom_contracts import EVENTS_STREAM, MailReceived, Tenant, mail_key
+from postroom_runtime import (
+    ConfigError,
+    ServiceRuntime,
+    TenantRegistry,
+    load_seed,
+    mail_key_var,
+    problem,
+    publish_event,
+    seed_tenants,
+)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .config import IngressSettings
+from .handlers import (
+    ACCEPTED,
+    ACCEPTED_DUPLICATE,
+    BARE_LINE_ENDING,
+    RECIPIENT_OK,
+    TEMPORARY_FAILURE,
+    TLS_REQUIRED,
+    TOO_MANY_CONNECTIONS,
+    TOO_MANY_RECIPIENTS,
+    Recipient,
+    build_event,
+    group_by_tenant,
+    has_bare_line_ending,
+    normalise_domain,
+    read_headers,
+    route_recipient,
+)
+from .store import ReceivedMail, ReceivedMails
+
+log = logging.getLogger("postroom_smtp_ingress")
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+IDENT = "Postroom ESMTP"
+RESULTS = ("accepted", "duplicate", "rejected", "tempfail", "too_big")
+
+
+class _DropLoginDataWarning(logging.Filter):
+    # aiosmtpd 1.4 logs a deprecation warning on every successful AUTH (Session.login_data)
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "login_data is deprecated" not in str(record.msg)
+
+
+logging.getLogger("mail.log").addFilter(_DropLoginDataWarning())
+
+
+class TemporaryFailure(Exception):
+    """A dependency is unavailable: answer 451, the sender retries."""
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages = Counter(
+            "postroom_smtp_messages", "Mail transactions by result", ["result"],
+            registry=registry,
+        )
+        for result in RESULTS:
+            self.messages.labels(result)
+        self.recipients_rejected = Counter(
+            "postroom_smtp_recipients_rejected", "RCPT TO refused, by reply code", ["code"],
+            registry=registry,
+        )
+        self.connections_refused = Counter(
+            "postroom_smtp_connections_refused", "Connections refused by the per-IP cap",
+            registry=registry,
+        )
+        self.data_seconds = Histogram(
+            "postroom_smtp_data_duration_seconds",
+            "Time from the end of DATA to the reply (store, publish, commit)",
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.sessions = Gauge(
+            "postroom_smtp_sessions_active", "Open SMTP sessions", registry=registry
+        )
+
+
+class IngressEnvelope(Envelope):
+    def __init__(self) -> None:
+        super().__init__()
+        self.routes: list[Recipient] = []
+
+
+class ConnectionLimiter:
+    """Open sessions per client address, and the set of live sessions (for shutdown)."""
+
+    def __init__(self, per_ip: int, metrics: Metrics) -> None:
+        self.per_ip = per_ip
+        self.metrics = metrics
+        self.counts: dict[str, int] = {}
+        self.sessions: set[IngressSMTP] = set()
+
+    def acquire(self, session: IngressSMTP, ip: str) -> bool:
+        count = self.counts.get(ip, 0)
+        if count >= self.per_ip:
+            self.metrics.connections_refused.inc()
+            return False
+        self.counts[ip] = count + 1
+        self.sessions.add(session)
+        self.metrics.sessions.inc()
+        return True
+
+    def release(self, session: IngressSMTP, ip: str) -> None:
+        self.sessions.discard(session)
+        self.metrics.sessions.dec()
+        count = self.counts.get(ip, 0) - 1
+        if count > 0:
+            self.counts[ip] = count
+        else:
+            self.counts.pop(ip, None)
+
+
+class IngressSMTP(SMTP):
+    """aiosmtpd's SMTP protocol plus: a per-IP connection cap (421), ``530 5.7.0`` for MAIL
+    before STARTTLS when TLS is required, and knowledge of implicit-TLS listeners."""
+
+    def __init__(
+        self,
+        handler: IngressHandler,
+        *,
+        limiter: ConnectionLimiter,
+        implicit_tls: bool = False,
+        require_tls: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._limiter = limiter
+        self._implicit_tls = implicit_tls
+        self._require_tls = require_tls
+        self._client_ip: str | None = None
+        self._refused = False
+        self._metrics = limiter.metrics
+
+    @property
+    def is_tls(self) -> bool:
+        return self._implicit_tls or self._tls_protocol is not None
+
+    def _create_envelope(self) -> IngressEnvelope:
+        return IngressEnvelope()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None and self._original_transport is None:  # not the STARTTLS switch
+            peer = transport.get_extra_info("peername")
+            ip = str(peer[0]) if peer else "unknown"
+            if not self._limiter.acquire(self, ip):
+                self._refused = True
+                transport.write(TOO_MANY_CONNECTIONS.encode() + b"\r\n")  # type: ignore[attr-defined]
+                transport.close()
+                return
+            self._client_ip = ip
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        try:
+            super().connection_lost(error)
+        finally:
+            if self._client_ip is not None:
+                self._limiter.release(self, self._client_ip)
+                self._client_ip = None
+
+    def eof_received(self) -> bool | None:
+        if self._refused:
+            return False
+        return super().eof_received()
+
+    async def push(self, status: Any) -> None:
+        if (status[:3] == "552" or status[:3] == b"552"):
+            self._metrics.messages.labels("too_big").inc()
+        await super().push(status)
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if self._require_tls and not self.is_tls:
+            await self.push(TLS_REQUIRED)
+            return
+        await super().smtp_MAIL(arg)
+
+
+class IngressHandler:
+    """aiosmtpd handler: routing at RCPT, the store-publish-commit pipeline at DATA."""
+
+    def __init__(self, ingress: SmtpIngress) -> None:
+        self.ingress = ingress
+        self.settings = ingress.settings
+        self.metrics = ingress.metrics
+        self.tracer = ingress.runtime.tracer_provider.get_tracer("postroom_smtp_ingress")
+        self.inflight = 0
+        self.idle = asyncio.Event()  # set while no transaction is in DATA
+        self.idle.set()
+
+    async def handle_EHLO(
+        self, server: IngressSMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if not self.settings.auth_users:
+            responses = [r for r in responses if not r[4:].startswith("AUTH")]
+        return responses
+
+    async def handle_RCPT(
+        self, server: IngressSMTP, session: Session, envelope: IngressEnvelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.settings.smtp_max_recipients:
+            self.metrics.recipients_rejected.labels("452").inc()
+            return TOO_MANY_RECIPIENTS
+        decision = route_recipient(
+            address,
+            tenant=self.ingress.tenant,
+            domains=self.ingress.tenant_domains(),
+            shared_domains=self.settings.extra_domains,
+        )
+        if isinstance(decision, str):
+            self.metrics.recipients_rejected.labels(decision[:3]).inc()
+            return decision
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        envelope.routes.append(decision)
+        return RECIPIENT_OK
+
+    async def handle_DATA(
+        self, server: IngressSMTP, session: Session, envelope: IngressEnvelope
+    ) -> str:
+        started = time.perf_counter()
+        self.inflight += 1
+        self.idle.clear()
+        token = mail_key_var.set(None)
+        with self.tracer.start_as_current_span("smtp DATA", kind=SpanKind.SERVER) as span:
+            try:
+                result, reply = await self._ingest(server, session, envelope, span)
+            except Exception as exc:
+                result, reply = "tempfail", TEMPORARY_FAILURE
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                if isinstance(exc, TemporaryFailure):
+                    log.warning("mail not accepted, sender will retry",
+                                extra={"error": str(exc)})
+                else:
+                    log.exception("mail not accepted, sender will retry")
+            finally:
+                self.inflight -= 1
+                if not self.inflight:
+                    self.idle.set()
+                mail_key_var.reset(token)
+            span.set_attribute("smtp.result", result)
+        self.metrics.messages.labels(result).inc()
+        self.metrics.data_seconds.observe(time.perf_counter() - started)
+        return reply
+
+    async def _ingest(
+        self, server: IngressSMTP, session: Session, envelope: IngressEnvelope, span: Any
+    ) -> tuple[str, str]:
+        raw: bytes = envelope.original_content or b""
+        span.set_attribute("smtp.message.size", len(raw))
+        if has_bare_line_ending(raw):
+            log.info("mail refused: bare CR or LF in message data")
+            return "rejected", BARE_LINE_ENDING
+        ingress = self.ingress
+        if not ingress.runtime.broker.connection.is_connected:
+            raise TemporaryFailure("not connected to NATS")
+        headers = read_headers(raw)
+        deliveries = group_by_tenant(envelope.routes)
+        message_id = headers.message_id
+        # one mail key per tenant copy; logs carry the keys, never addresses or subjects
+        mail_key_var.set(",".join(mail_key(d.tenant, message_id) for d in deliveries))
+        span.set_attribute("postroom.tenants", [d.tenant for d in deliveries])
+        known = await ingress.mails.known((d.tenant, message_id) for d in deliveries)
+        new = [d for d in deliveries if (d.tenant, message_id) not in known]
+        if not new:
+            log.info("duplicate mail accepted without a new event")
+            return "duplicate", ACCEPTED_DUPLICATE
+        assert ingress.runtime.blobs is not None
+        ref = await ingress.runtime.blobs.put(raw, "message/rfc822")
+        events = [
+            build_event(
+                d, headers, envelope_from=envelope.mail_from or "", raw=ref,
+                tls=server.is_tls, authenticated=bool(session.authenticated),
+            )
+            for d in new
+        ]
+        await asyncio.gather(*(ingress.publish(event) for event in events))
+        inserted = await ingress.mails.record(
+            [
+                ReceivedMail(
+                    tenant=e.tenant, message_id=e.message_id, mail_key=e.mail_key,
+                    event_id=e.event_id, raw_sha256=ref.sha256, size=ref.size,
+                )
+                for e in events
+            ]
+        )
+        span.set_attribute("postroom.mail_keys", [e.mail_key for e in events])
+        if not inserted and len(new) == len(deliveries):
+            # every copy was recorded by a concurrent session between lookup and insert
+            log.info("duplicate mail accepted (concurrent delivery)")
+            return "duplicate", ACCEPTED_DUPLICATE
+        log.info("mail accepted", extra={"tenants": [e.tenant for e in events],
+                                          "size": ref.size})
+        return "accepted", ACCEPTED
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("SMTP session error", exc_info=error)
+        return TEMPORARY_FAILURE
+
+
+class SmtpIngress:
+    """The SMTP listener(s) of one runtime: started and stopped with it, on its event loop."""
+
+    def __init__(self, runtime: ServiceRuntime, settings: IngressSettings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.metrics = Metrics(runtime.registry)
+        self.mails = ReceivedMails(runtime.store)
+        self.registry: TenantRegistry | None = None
+        self.seed: list[Tenant] = []
+        if settings.tenants_seed_file is not None:
+            try:
+                self.seed = load_seed(settings.tenants_seed_file)
+            except ValueError as exc:
+                raise ConfigError(f"invalid configuration:\n  TENANTS_SEED_FILE: {exc}") from None
+        self.tls_context = settings.tls_context()
+        self.limiter = ConnectionLimiter(settings.smtp_max_connections_per_ip, self.metrics)
+        self.handler = IngressHandler(self)
+        self.servers: list[asyncio.Server] = []
+        self.port: int | None = None
+        self.tls_port: int | None = None
+
+    # --- tenants ---------------------------------------------------------------------------
+
+    def tenant(self, slug: str) -> Tenant | None:
+        return self.registry.get(slug) if self.registry is not None else None
+
+    def tenant_domains(self) -> frozenset[str]:
+        if self.registry is None:
+            return frozenset()
+        return frozenset(normalise_domain(d) for d in self.registry.domains())
+
+    # --- publishing -------------------------------------------------------------------------
+
+    async def publish(self, event: MailReceived) -> None:
+        await publish_event(
+            self.runtime.broker, event, stream=EVENTS_STREAM,
+            timeout=self.settings.publish_timeout_seconds,
+        )
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def _authenticator(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user = data.login.decode("utf-8", "replace")
+        expected = self.settings.auth_users.get(user)
+        ok = expected is not None and hmac.compare_digest(expected.encode(), data.password)
+        if not ok:
+            log.info("SMTP AUTH failed")
+        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
+
+    def _protocol(self, *, implicit_tls: bool) -> IngressSMTP:
+        s = self.settings
+        return IngressSMTP(
+            self.handler,
+            limiter=self.limiter,
+            implicit_tls=implicit_tls,
+            require_tls=s.smtp_require_tls,
+            data_size_limit=s.smtp_max_message_size,
+            enable_SMTPUTF8=True,
+            hostname=s.smtp_hostname,
+            ident=IDENT,
+            # the implicit-TLS listener is encrypted from the first byte: no STARTTLS there
+            tls_context=None if implicit_tls else self.tls_context,
+            timeout=s.smtp_timeout,
+            auth_required=s.smtp_auth_required,
+            auth_require_tls=not implicit_tls,
+            authenticator=self._authenticator,
+            auth_exclude_mechanism=None if s.auth_users else ["PLAIN", "LOGIN"],
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def start(self, runtime: ServiceRuntime) -> None:
+        if self.seed:
+            written = await seed_tenants(runtime.js, self.seed)
+            log.info("tenant seed applied", extra={"written": written, "seeded": len(self.seed)})
+        self.registry = TenantRegistry(runtime.js)
+        await self.registry.start()
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        server = await loop.create_server(
+            lambda: self._protocol(implicit_tls=False), s.smtp_host, s.smtp_port,
+        )
+        self.servers.append(server)
+        self.port = server.sockets[0].getsockname()[1]
+        if s.smtp_tls_port:
+            tls_server = await loop.create_server(
+                lambda: self._protocol(implicit_tls=True), s.smtp_host, s.smtp_tls_port,
+                ssl=self.tls_context,
+            )
+            self.servers.append(tls_server)
+            self.tls_port = tls_server.sockets[0].getsockname()[1]
+        log.info("SMTP listening", extra={"smtp_port": self.port, "smtp_tls_port": self.tls_port,
+                                           "starttls": self.tls_context is not None})
+
+    async def stop(self, runtime: ServiceRuntime, grace: float = 10.0) -> None:
+        for server in self.servers:
+            server.close()
+        # let transactions already in DATA finish (their senders would otherwise retry)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.handler.idle.wait(), grace)
+        for session in list(self.limiter.sessions):
+            if session.transport is not None:
+                session.transport.close()
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5)
+        self.servers.clear()
+        await self.mails.close()
+        if self.registry is not None:
+            await self.registry.stop()
+
+
+class IngressRuntime(ServiceRuntime):
+    """The service runtime with its SMTP side (``.smtp``: ports, store, registry)."""
+
+    smtp: SmtpIngress
+
+
+def build_runtime(settings: IngressSettings, **runtime_kwargs: Any) -> IngressRuntime:
+    """The whole service; ``await runtime.start()`` / ``stop()`` runs it in-process.
+
+    ``runtime_kwargs`` go to :class:`ServiceRuntime` (tests pass a fresh metrics ``registry``
+    and a ``span_exporter``). ``SMTP_PORT=0`` binds a free port: see ``runtime.smtp.port``.
+    """
+    runtime = IngressRuntime(settings, migrations=MIGRATIONS, **runtime_kwargs)
+    ingress = SmtpIngress(runtime, settings)
+    runtime.smtp = ingress
+    runtime.on_start.append(ingress.start)
+    runtime.on_stop.append(ingress.stop)
+
+    @runtime.http.get("/tenants")
+    async def tenants() -> Any:
+        if ingress.registry is None:
+            return problem(503, "Not ready", "tenant registry not loaded")
+        return {
+            "tenants": [
+                {"slug": t.slug, "domains": t.domains}
+                for t in sorted(ingress.registry.all(), key=lambda t: t.slug)
+                if t.enabled
+            ]
+        }
+
+    return runtime

@@ -1,0 +1,252 @@
+"""Pure logic of smtp-ingress: recipients, routing, headers, Message-IDs, the event.
+
+Nothing here does I/O or knows aiosmtpd: the SMTP protocol glue lives in ``app.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+
+from postroom_contracts import (
+    BlobRef,
+    MailReceived,
+    Tenant,
+    derive_event_id,
+    is_tenant_slug,
+    mail_key,
+    synthetic_message_id,
+)
+
+# --- SMTP replies -----------------------------------------------------------------------------
+
+ACCEPTED = "250 2.0.0 Message accepted"
+ACCEPTED_DUPLICATE = "250 2.0.0 Message accepted (duplicate)"
+RECIPIENT_OK = "250 2.1.5 Recipient OK"
+RELAY_DENIED = "550 5.7.1 Relaying denied"
+UNKNOWN_RECIPIENT = "550 5.1.1 Unknown recipient"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+TEMPORARY_FAILURE = "451 4.3.0 Temporary server error, try again later"
+BARE_LINE_ENDING = "550 5.5.2 Bare CR or LF not allowed in message data, use CRLF"
+TLS_REQUIRED = "530 5.7.0 Must issue a STARTTLS command first"
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections"
+
+# Longest Message-ID kept as is; a longer one is treated as unusable and replaced by a synthetic
+# id (it must fit a unique index on PostgreSQL and SQLite alike).
+MAX_MESSAGE_ID_LENGTH = 500
+
+_HEADER_PARSER = BytesHeaderParser(policy=policy.default)
+
+
+# --- recipients -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Address:
+    """``<mailbox>+<tag>@<domain>``; ``tag`` is empty when the local part has no ``+``."""
+
+    mailbox: str
+    tag: str
+    domain: str
+
+
+def normalise_domain(domain: str) -> str:
+    """Lower-case, without a trailing dot; an internationalised domain becomes its A-label."""
+    domain = domain.strip().rstrip(".").lower()
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass
+    return domain
+
+
+def parse_address(address: str) -> Address | None:
+    """Split an envelope address; None when it has no domain or no local part."""
+    local, sep, domain = address.rpartition("@")
+    if not sep or not local or not domain:
+        return None
+    mailbox, _, tag = local.partition("+")
+    return Address(mailbox=mailbox.lower(), tag=tag.lower(), domain=normalise_domain(domain))
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str
+    tenant: str
+    mailbox: str
+    actions: tuple[str, ...]
+
+
+def route_recipient(
+    address: str,
+    *,
+    tenant: Callable[[str], Tenant | None],
+    domains: Collection[str],
+    shared_domains: Collection[str] = (),
+) -> Recipient | str:
+    """Decide one ``RCPT TO``: the routed recipient, or the SMTP reply refusing it.
+
+    ``tenant`` looks an enabled tenant up by slug; ``domains`` are all tenants' domains
+    (normalised with :func:`normalise_domain`);
+    ``shared_domains`` are extra domains at which every tenant can be addressed. A tenant is
+    otherwise reachable only at its own domains. A domain that is not ours is refused as
+    relaying: this server is never an open relay.
+    """
+    parsed = parse_address(address)
+    if parsed is None:
+        return UNKNOWN_RECIPIENT
+    shared = parsed.domain in shared_domains
+    if not shared and parsed.domain not in domains:
+        return RELAY_DENIED
+    if not parsed.mailbox or not is_tenant_slug(parsed.tag):
+        return UNKNOWN_RECIPIENT
+    found = tenant(parsed.tag)
+    if found is None or not found.enabled:
+        return UNKNOWN_RECIPIENT
+    if not shared and parsed.domain not in {normalise_domain(d) for d in found.domains}:
+        return UNKNOWN_RECIPIENT
+    route = found.route(parsed.mailbox)
+    if route is None:
+        return UNKNOWN_RECIPIENT
+    return Recipient(
+        address=address,
+        tenant=found.slug,
+        mailbox=parsed.mailbox,
+        actions=tuple(str(a) for a in route.actions),
+    )
+
+
+@dataclass
+class TenantDelivery:
+    """The part of one mail that goes to one tenant: one ``mail.received`` event."""
+
+    tenant: str
+    mailbox: str  # of the first recipient of this tenant
+    actions: list[str] = field(default_factory=list)  # union, in order of first appearance
+    recipients: list[str] = field(default_factory=list)
+
+
+def group_by_tenant(recipients: Iterable[Recipient]) -> list[TenantDelivery]:
+    """One delivery per tenant, in the order the tenants first appear."""
+    out: dict[str, TenantDelivery] = {}
+    for rcpt in recipients:
+        delivery = out.get(rcpt.tenant)
+        if delivery is None:
+            delivery = out[rcpt.tenant] = TenantDelivery(tenant=rcpt.tenant, mailbox=rcpt.mailbox)
+        for action in rcpt.actions:
+            if action not in delivery.actions:
+                delivery.actions.append(action)
+        if rcpt.address not in delivery.recipients:
+            delivery.recipients.append(rcpt.address)
+    return list(out.values())
+
+
+# --- message data -----------------------------------------------------------------------------
+
+
+def has_bare_line_ending(data: bytes) -> bool:
+    """True when ``data`` holds a CR or LF that is not part of a CRLF pair.
+
+    Such line endings are how SMTP smuggling hides a second message inside the first (a
+    downstream MTA may end DATA at ``<LF>.<LF>``), so they are refused outright.
+    """
+    crlf = data.count(b"\r\n")
+    return data.count(b"\n") != crlf or data.count(b"\r") != crlf
+
+
+def header_section(raw: bytes) -> bytes:
+    """The bytes of the header section (up to and including the blank line)."""
+    if raw.startswith(b"\r\n"):
+        return b""
+    end = raw.find(b"\r\n\r\n")
+    return raw if end < 0 else raw[: end + 4]
+
+
+def _text(value: str) -> str:
+    """Header text as proper Unicode: raw UTF-8 (RFC 6532) arrives surrogate-escaped."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value
+
+
+def _header(msg: EmailMessage, name: str) -> str | None:
+    try:
+        value = msg.get(name)
+    except Exception:  # a header the default policy cannot parse: use its raw text
+        lowered = name.lower()
+        value = next((v for k, v in msg.raw_items() if k.lower() == lowered), None)
+    if value is None:
+        return None
+    return _text(str(value)).strip()
+
+
+@dataclass(frozen=True)
+class MailHeaders:
+    message_id: str
+    message_id_synthetic: bool
+    header_from: str | None
+    subject: str | None
+    date: str | None
+
+
+def read_headers(raw: bytes) -> MailHeaders:
+    """Parse the header section only (bodies are the extractor's business).
+
+    A mail without a usable Message-ID gets a synthetic one derived from From, To, Subject and
+    Date, so a retry of the same mail is still recognised as a duplicate.
+    """
+    msg = _HEADER_PARSER.parsebytes(header_section(raw))
+    header_from = _header(msg, "From")
+    subject = _header(msg, "Subject")
+    date = _header(msg, "Date")
+    message_id = _header(msg, "Message-ID") or ""
+    synthetic = not message_id or len(message_id) > MAX_MESSAGE_ID_LENGTH
+    if synthetic:
+        message_id = synthetic_message_id(
+            header_from or "", _header(msg, "To") or "", subject or "", date or ""
+        )
+    return MailHeaders(
+        message_id=message_id,
+        message_id_synthetic=synthetic,
+        header_from=header_from,
+        subject=subject,
+        date=date,
+    )
+
+
+def build_event(
+    delivery: TenantDelivery,
+    headers: MailHeaders,
+    *,
+    envelope_from: str,
+    raw: BlobRef,
+    tls: bool,
+    authenticated: bool,
+) -> MailReceived:
+    """The ``mail.received`` event of one tenant's copy; its id is derived from the mail key,
+    so a retried transaction publishes the same ``Nats-Msg-Id``."""
+    key = mail_key(delivery.tenant, headers.message_id)
+    return MailReceived(
+        event_id=derive_event_id(key, MailReceived.event_type),
+        tenant=delivery.tenant,
+        mail_key=key,
+        message_id=headers.message_id,
+        message_id_synthetic=headers.message_id_synthetic,
+        mailbox=delivery.mailbox,
+        actions=list(delivery.actions),
+        envelope_from=_text(envelope_from),
+        recipients=[_text(r) for r in delivery.recipients],
+        header_from=headers.header_from,
+        subject=headers.subject,
+        date=headers.date,
+        size=raw.size,
+        raw=raw,
+        tls=tls,
+        authenticated=authenticated,
+    )

@@ -1,0 +1,94 @@
+"""Configuration from the environment: defaults, and a clear error for every bad combination."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from postroom_runtime import ConfigError, load_settings
+from postroom_smtp_ingress.config import IngressSettings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("SMTP_", "TENANTS_", "HTTP_", "OTEL_", "DATABASE_")):
+            monkeypatch.delenv(name)
+
+
+def test_defaults() -> None:
+    s = load_settings(IngressSettings)
+    assert (s.otel_service_name, s.http_port) == ("smtp-ingress", 8025)
+    assert (s.smtp_host, s.smtp_port, s.smtp_hostname) == ("127.0.0.1", 1025, "postroom.local")
+    assert (s.smtp_tls_port, s.smtp_tls_cert, s.smtp_tls_key) == (0, None, None)
+    assert s.smtp_max_message_size == 26_214_400
+    assert (s.smtp_max_recipients, s.smtp_max_connections_per_ip, s.smtp_timeout) == (100, 20, 300)
+    assert not s.smtp_require_tls and not s.smtp_auth_required and s.auth_users == {}
+    assert s.extra_domains == frozenset()
+    assert s.database_url == "sqlite+aiosqlite:///var/smtp_ingress.db"
+    assert s.tls_context() is None
+
+
+def test_from_environment(monkeypatch: pytest.MonkeyPatch, server_cert: tuple[Path, Path]) -> None:
+    cert, key = server_cert
+    monkeypatch.setenv("SMTP_DOMAINS", " Shared.Example, other.example. ,")
+    monkeypatch.setenv("SMTP_TLS_CERT", str(cert))
+    monkeypatch.setenv("SMTP_TLS_KEY", str(key))
+    monkeypatch.setenv("SMTP_AUTH_USERS", "alice:pa:ss,bob:pw")
+    monkeypatch.setenv("SMTP_REQUIRE_TLS", "true")
+    s = load_settings(IngressSettings)
+    assert s.extra_domains == {"shared.example", "other.example"}
+    assert s.auth_users == {"alice": "pa:ss", "bob": "pw"}
+    assert "pa:ss" not in repr(s)  # secrets stay out of logs and tracebacks
+    assert s.tls_context() is not None
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SMTP_TLS_CERT": "{cert}"}, "SMTP_TLS_KEY is required when SMTP_TLS_CERT is set"),
+        ({"SMTP_TLS_KEY": "{key}"}, "SMTP_TLS_KEY is set but SMTP_TLS_CERT is not"),
+        ({"SMTP_TLS_CERT": "/nonexistent.pem", "SMTP_TLS_KEY": "{key}"}, "SMTP_TLS_CERT"),
+        ({"SMTP_TLS_CERT": "{key}", "SMTP_TLS_KEY": "{key}"}, "cannot load certificate"),
+        ({"SMTP_REQUIRE_TLS": "true"}, "SMTP_REQUIRE_TLS=true needs SMTP_TLS_CERT"),
+        ({"SMTP_TLS_PORT": "4650"}, "SMTP_TLS_PORT needs SMTP_TLS_CERT"),
+        ({"SMTP_AUTH_USERS": "alice:pw"}, "AUTH is offered only over TLS"),
+        ({"SMTP_AUTH_USERS": "alice", "SMTP_TLS_CERT": "{cert}", "SMTP_TLS_KEY": "{key}"},
+         "user:password"),
+        ({"SMTP_AUTH_REQUIRED": "true"}, "SMTP_AUTH_REQUIRED=true needs SMTP_AUTH_USERS"),
+        ({"SMTP_PORT": "70000"}, "SMTP_PORT"),
+        ({"SMTP_MAX_RECIPIENTS": "0"}, "SMTP_MAX_RECIPIENTS"),
+        ({"TENANTS_SEED_FILE": "/nonexistent.yaml"}, "TENANTS_SEED_FILE"),
+    ],
+)
+def test_bad_configuration_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, server_cert: tuple[Path, Path], env: dict[str, str],
+    message: str,
+) -> None:
+    cert, key = server_cert
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(cert=cert, key=key))
+    with pytest.raises(ConfigError) as err:
+        load_settings(IngressSettings)
+    assert message in str(err.value)
+    assert err.value.code == 2
+
+
+def test_entry_point_exits_2_on_bad_configuration(tmp_path: Path) -> None:
+    bad_seed = tmp_path / "tenants.yaml"
+    bad_seed.write_text("tenants: [{slug: Not A Slug, domains: []}]\n")
+    for env, expected in (
+        ({"SMTP_TLS_CERT": str(bad_seed)}, "SMTP_TLS_KEY"),
+        ({"TENANTS_SEED_FILE": str(bad_seed)}, "TENANTS_SEED_FILE"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "postroom_smtp_ingress"],
+            env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert expected in proc.stderr

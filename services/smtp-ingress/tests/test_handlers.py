@@ -1,0 +1,223 @@
+"""Pure logic: recipient parsing and routing, headers, synthetic Message-IDs, line endings."""
+
+from __future__ import annotations
+
+import pytest
+
+from postroom_contracts import (
+    BlobRef,
+    Tenant,
+    derive_event_id,
+    mail_key,
+    synthetic_message_id,
+)
+from postroom_smtp_ingress import handlers as h
+
+ACME = Tenant.model_validate(
+    {
+        "slug": "acme",
+        "domains": ["Intake.Example.com"],
+        "mailboxes": {"orders": {"actions": ["extract"]},
+                      "support": {"actions": ["extract", "classify", "reply"]}},
+    }
+)
+GLOBEX = Tenant.model_validate(
+    {"slug": "globex", "domains": ["globex.example", "bücher.example"],
+     "mailboxes": {"*": {"actions": ["classify"]}}}
+)
+OFF = Tenant.model_validate({"slug": "off", "domains": ["intake.example.com"], "enabled": False})
+TENANTS = {t.slug: t for t in (ACME, GLOBEX, OFF)}
+DOMAINS = {h.normalise_domain(d) for t in TENANTS.values() if t.enabled for d in t.domains}
+
+
+def route(address: str, shared: tuple[str, ...] = ()) -> h.Recipient | str:
+    return h.route_recipient(
+        address,
+        tenant=lambda slug: TENANTS[slug] if slug in TENANTS and TENANTS[slug].enabled else None,
+        domains=DOMAINS,
+        shared_domains=shared,
+    )
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("orders+acme@intake.example.com", h.Address("orders", "acme", "intake.example.com")),
+        ("Orders+ACME@INTAKE.Example.COM.", h.Address("orders", "acme", "intake.example.com")),
+        ("orders@intake.example.com", h.Address("orders", "", "intake.example.com")),
+        ("a+b+c@x.example", h.Address("a", "b+c", "x.example")),
+        ('"odd@local"+acme@x.example', h.Address('"odd@local"', "acme", "x.example")),
+        ("jürgen+globex@bücher.example", h.Address("jürgen", "globex", "xn--bcher-kva.example")),
+        ("postmaster", None),
+        ("@intake.example.com", None),
+        ("orders+acme@", None),
+    ],
+)
+def test_parse_address(address: str, expected: h.Address | None) -> None:
+    assert h.parse_address(address) == expected
+
+
+def test_routed_recipient_carries_tenant_mailbox_and_actions() -> None:
+    assert route("support+acme@intake.example.com") == h.Recipient(
+        address="support+acme@intake.example.com", tenant="acme", mailbox="support",
+        actions=("extract", "classify", "reply"),
+    )
+
+
+def test_domain_is_compared_case_insensitively() -> None:
+    result = route("ORDERS+Acme@INTAKE.EXAMPLE.COM")
+    assert isinstance(result, h.Recipient)
+    assert (result.tenant, result.mailbox) == ("acme", "orders")
+
+
+def test_internationalised_domain_matches_in_either_form() -> None:
+    for address in ("info+globex@bücher.example", "info+globex@xn--bcher-kva.example"):
+        result = route(address)
+        assert isinstance(result, h.Recipient), address
+        assert result.tenant == "globex"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "orders+acme@elsewhere.example",
+        "orders+acme@example.com",
+        "orders+acme@intake.example.com.evil",
+        "postmaster",
+    ],
+)
+def test_foreign_domain_is_relaying(address: str) -> None:
+    expected = h.UNKNOWN_RECIPIENT if "@" not in address else h.RELAY_DENIED
+    assert route(address) == expected
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "orders@intake.example.com",  # no tenant
+        "orders+@intake.example.com",  # empty tenant
+        "orders+nobody@intake.example.com",  # unknown tenant
+        "orders+off@intake.example.com",  # disabled tenant
+        "invoices+acme@intake.example.com",  # no route for that mailbox
+        "orders+acme@globex.example",  # our domain, but not acme's
+        "orders+a.b@intake.example.com",  # not a slug (would be a NATS subject token)
+        "+acme@intake.example.com",  # no mailbox
+    ],
+)
+def test_unknown_recipients(address: str) -> None:
+    assert route(address) == h.UNKNOWN_RECIPIENT
+
+
+def test_shared_domain_reaches_every_tenant() -> None:
+    assert route("orders+acme@shared.example") == h.RELAY_DENIED
+    result = route("orders+acme@Shared.Example", shared=("shared.example",))
+    assert isinstance(result, h.Recipient)
+    assert result.tenant == "acme"
+    assert route("x+nobody@shared.example", shared=("shared.example",)) == h.UNKNOWN_RECIPIENT
+
+
+def test_group_by_tenant_unions_actions_and_keeps_order() -> None:
+    recipients = [
+        h.Recipient("orders+acme@d", "acme", "orders", ("extract",)),
+        h.Recipient("x+globex@d", "globex", "x", ("classify",)),
+        h.Recipient("support+acme@d", "acme", "support", ("extract", "classify", "reply")),
+        h.Recipient("orders+acme@d", "acme", "orders", ("extract",)),
+    ]
+    groups = h.group_by_tenant(recipients)
+    assert [(g.tenant, g.mailbox, g.actions, g.recipients) for g in groups] == [
+        ("acme", "orders", ["extract", "classify", "reply"], ["orders+acme@d", "support+acme@d"]),
+        ("globex", "x", ["classify"], ["x+globex@d"]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "bare"),
+    [
+        (b"a\r\nb\r\n", False),
+        (b"", False),
+        (b"a\nb\r\n", True),
+        (b"a\rb\r\n", True),
+        (b"a\r\n.\nb\r\n", True),
+        (b"a\n.\r\nb\r\n", True),
+        (b"a\r\r\n", True),
+        (b"a\r\n\n", True),
+    ],
+)
+def test_bare_line_endings(data: bytes, bare: bool) -> None:
+    assert h.has_bare_line_ending(data) is bare
+
+
+RAW = (
+    b"From: Supplier <buyer@supplier.example>\r\n"
+    b"To: orders+acme@intake.example.com\r\n"
+    b"Subject: =?utf-8?q?Bestellung_f=C3=BCr_M=C3=A4rz?=\r\n"
+    b"Date: Sat, 21 Nov 2026 10:00:00 +0000\r\n"
+    b"Message-ID:  <po-1@supplier.example> \r\n"
+    b"\r\n"
+    b"Message-ID: <in-the-body@x>\r\n"
+)
+
+
+def test_read_headers() -> None:
+    headers = h.read_headers(RAW)
+    assert headers == h.MailHeaders(
+        message_id="<po-1@supplier.example>",
+        message_id_synthetic=False,
+        header_from="Supplier <buyer@supplier.example>",
+        subject="Bestellung für März",
+        date="Sat, 21 Nov 2026 10:00:00 +0000",
+    )
+
+
+def test_raw_utf8_headers_are_decoded() -> None:
+    raw = "Subject: Grüße aus Köln\r\nMessage-ID: <ü@x>\r\n\r\nbody\r\n".encode()
+    headers = h.read_headers(raw)
+    assert headers.subject == "Grüße aus Köln"
+    assert headers.message_id == "<ü@x>"
+
+
+def test_missing_message_id_gets_the_contract_synthetic_id() -> None:
+    raw = RAW.replace(b"Message-ID:  <po-1@supplier.example> \r\n", b"")
+    headers = h.read_headers(raw)
+    expected = synthetic_message_id(
+        "Supplier <buyer@supplier.example>", "orders+acme@intake.example.com",
+        "Bestellung für März", "Sat, 21 Nov 2026 10:00:00 +0000",
+    )
+    assert headers.message_id == expected
+    assert headers.message_id.startswith("<synthetic-")
+    assert headers.message_id_synthetic is True
+    # same mail again: same id (so the retry is a duplicate); another subject: another id
+    assert h.read_headers(raw).message_id == expected
+    assert h.read_headers(raw.replace(b"M=C3=A4rz", b"April")).message_id != expected
+
+
+def test_unusable_message_ids_are_replaced() -> None:
+    empty = RAW.replace(b"<po-1@supplier.example>", b"")
+    long = RAW.replace(b"<po-1@supplier.example>", b"<" + b"x" * 600 + b"@y>")
+    for raw in (empty, long):
+        headers = h.read_headers(raw)
+        assert headers.message_id_synthetic
+        assert headers.message_id.startswith("<synthetic-")
+
+
+def test_headers_only_message_and_empty_header_section() -> None:
+    assert h.read_headers(b"Message-ID: <a@b>\r\n").message_id == "<a@b>"
+    headers = h.read_headers(b"\r\nMessage-ID: <body@b>\r\n")
+    assert headers.message_id_synthetic and headers.subject is None
+
+
+def test_build_event_derives_ids_from_the_mail_key() -> None:
+    delivery = h.TenantDelivery("acme", "orders", ["extract"], ["orders+acme@intake.example.com"])
+    headers = h.read_headers(RAW)
+    ref = BlobRef(bucket="b", key="sha256/" + "0" * 64, size=len(RAW), sha256="0" * 64)
+    event = h.build_event(delivery, headers, envelope_from="buyer@supplier.example", raw=ref,
+                          tls=True, authenticated=False)
+    key = mail_key("acme", "<po-1@supplier.example>")
+    assert event.mail_key == key
+    assert event.event_id == derive_event_id(key, "mail.received")
+    assert event.nats_subject == "postroom.mail.received.acme"
+    assert (event.mailbox, event.actions, event.size, event.tls) == ("orders", ["extract"],
+                                                                     len(RAW), True)
+    again = h.build_event(delivery, headers, envelope_from="other@x", raw=ref, tls=False,
+                          authenticated=False)
+    assert again.event_id == event.event_id  # a retry publishes the same Nats-Msg-Id
