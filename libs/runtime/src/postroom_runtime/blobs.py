@@ -40,7 +40,12 @@ def blob_key(sha256_hex: str) -> str:
 class BlobStore(Protocol):
     bucket: str
 
-    async def put(self, data: bytes, content_type: str | None = None) -> BlobRef: ...
+    async def put(
+        self, data: bytes, content_type: str | None = None, *, check_exists: bool = True
+    ) -> BlobRef:
+        """Store ``data`` (once: content-addressed). ``check_exists=False`` skips the lookup
+        for a caller that knows the blob is new; storing existing bytes again is harmless."""
+        ...
 
     async def get(self, ref: BlobRef) -> bytes: ...
 
@@ -88,11 +93,15 @@ class NatsBlobStore:
             return False
         return not info.deleted
 
-    async def put(self, data: bytes, content_type: str | None = None) -> BlobRef:
+    async def put(
+        self, data: bytes, content_type: str | None = None, *, check_exists: bool = True
+    ) -> BlobRef:
         digest = hashlib.sha256(data).hexdigest()
         ref = BlobRef(bucket=self.bucket, key=blob_key(digest), size=len(data), sha256=digest,
                       content_type=content_type)
-        if not await self.exists(digest):
+        # (nats-py's ObjectStore.put looks the name up itself: skipping our check saves a round
+        # trip; an existing object is then rewritten with the same bytes)
+        if not check_exists or not await self.exists(digest):
             obs = await self._obs()
             await obs.put(ref.key, data)
         return ref
@@ -140,10 +149,12 @@ class FilesystemBlobStore:
         finally:
             os.close(dir_fd)
 
-    async def put(self, data: bytes, content_type: str | None = None) -> BlobRef:
+    async def put(
+        self, data: bytes, content_type: str | None = None, *, check_exists: bool = True
+    ) -> BlobRef:
         digest = hashlib.sha256(data).hexdigest()
         path = self._path(digest)
-        if not await self.exists(digest):
+        if not check_exists or not await self.exists(digest):
             await asyncio.to_thread(self._write, path, data)
         return BlobRef(bucket=self.bucket, key=blob_key(digest), size=len(data), sha256=digest,
                        content_type=content_type)
