@@ -79,7 +79,11 @@ class Ingress:
 
     async def events(self) -> list[tuple[MailReceived, dict[str, str]]]:
         """Every mail.received event in the stream, with its headers (read with nats-py)."""
-        nc = await nats.connect(self.nats_url)
+        return await self.events_at(self.nats_url)
+
+    @staticmethod
+    async def events_at(nats_url: str) -> list[tuple[MailReceived, dict[str, str]]]:
+        nc = await nats.connect(nats_url)
         try:
             js = nc.jetstream()
             info = await js.stream_info(EVENTS_STREAM)

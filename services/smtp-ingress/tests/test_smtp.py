@@ -275,7 +275,7 @@ async def test_store_failure_after_publish_gives_451_and_retry_does_not_duplicat
 async def test_blob_failure_gives_451_and_nothing_is_published(
     ingress: Ingress, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(data: bytes, content_type: str | None = None) -> BlobRef:
+    async def broken(data: bytes, content_type: str | None = None, **_: Any) -> BlobRef:
         raise ConnectionError("object store unavailable")
 
     monkeypatch.setattr(ingress.runtime.blobs, "put", broken)

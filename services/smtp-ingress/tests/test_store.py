@@ -45,12 +45,12 @@ async def count(store: Store) -> int:
 
 async def test_record_then_known(store: Store) -> None:
     mails = ReceivedMails(store)
-    assert await mails.known([("acme", "<a@x>")]) == set()
-    assert await mails.record([mail("acme", "<a@x>"), mail("globex", "<a@x>")]) == {
-        mail_key("acme", "<a@x>"), mail_key("globex", "<a@x>")}
-    assert await mails.known([("acme", "<a@x>")]) == {("acme", "<a@x>")}
-    assert await mails.known([("acme", "<a@x>"), ("globex", "<a@x>"), ("initech", "<a@x>"),
-                              ("acme", "<b@x>")]) == {("acme", "<a@x>"), ("globex", "<a@x>")}
+    acme, globex = mail_key("acme", "<a@x>"), mail_key("globex", "<a@x>")
+    assert await mails.known([acme]) == set()
+    assert await mails.record([mail("acme", "<a@x>"), mail("globex", "<a@x>")]) == {acme, globex}
+    assert await mails.known([acme]) == {acme}
+    assert await mails.known([acme, globex, mail_key("initech", "<a@x>"),
+                              mail_key("acme", "<b@x>")]) == {acme, globex}
     async with store.engine.connect() as conn:
         row = (await conn.execute(select(received_mails))).mappings().first()
     assert row is not None and row["state"] == "RECEIVED" and row["received_at"] is not None
@@ -71,6 +71,15 @@ async def test_concurrent_records_share_one_transaction(store: Store) -> None:
     assert results == [{mail_key("acme", f"<{i}@x>")} for i in range(50)]
     assert mails.commits == 1
     assert await count(store) == 50
+
+
+async def test_concurrent_lookups_share_one_query(store: Store) -> None:
+    mails = ReceivedMails(store)
+    await mails.record([mail("acme", f"<{i}@x>") for i in range(0, 40, 2)])
+    keys = [mail_key("acme", f"<{i}@x>") for i in range(40)]
+    results = await asyncio.gather(*(mails.known([key]) for key in keys))
+    assert results == [{key} if i % 2 == 0 else set() for i, key in enumerate(keys)]
+    assert mails._lookups.batches == 1
 
 
 async def test_same_mail_twice_in_one_batch_is_inserted_once(store: Store) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
 from postroom_contracts import EVENTS_STREAM, MailReceived, Tenant, mail_key
 from postroom_runtime import (
     ConfigError,
@@ -30,7 +32,6 @@ from postroom_runtime import (
     publish_event,
     seed_tenants,
 )
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .config import IngressSettings
 from .handlers import (
@@ -287,15 +288,18 @@ class IngressHandler:
         deliveries = group_by_tenant(envelope.routes)
         message_id = headers.message_id
         # one mail key per tenant copy; logs carry the keys, never addresses or subjects
-        mail_key_var.set(",".join(mail_key(d.tenant, message_id) for d in deliveries))
-        span.set_attribute("postroom.tenants", [d.tenant for d in deliveries])
-        known = await ingress.mails.known((d.tenant, message_id) for d in deliveries)
-        new = [d for d in deliveries if (d.tenant, message_id) not in known]
+        keys = {d.tenant: mail_key(d.tenant, message_id) for d in deliveries}
+        mail_key_var.set(",".join(keys.values()))
+        span.set_attribute("postroom.tenants", list(keys))
+        known = await ingress.mails.known(keys.values())
+        new = [d for d in deliveries if keys[d.tenant] not in known]
         if not new:
             log.info("duplicate mail accepted without a new event")
             return "duplicate", ACCEPTED_DUPLICATE
         assert ingress.runtime.blobs is not None
-        ref = await ingress.runtime.blobs.put(raw, "message/rfc822")
+        # the dedup lookup says the mail is new: skip the blob store's own existence lookup (one
+        # NATS round trip per mail); if the bytes are there already they are stored again
+        ref = await ingress.runtime.blobs.put(raw, "message/rfc822", check_exists=False)
         events = [
             build_event(
                 d, headers, envelope_from=envelope.mail_from or "", raw=ref,
@@ -422,8 +426,11 @@ class SmtpIngress:
             )
             self.servers.append(tls_server)
             self.tls_port = tls_server.sockets[0].getsockname()[1]
-        log.info("SMTP listening", extra={"smtp_port": self.port, "smtp_tls_port": self.tls_port,
-                                           "starttls": self.tls_context is not None})
+        log.info("SMTP listening", extra={
+            "smtp_port": self.port, "smtp_tls_port": self.tls_port,
+            "starttls": self.tls_context is not None,
+            "event_loop": type(loop).__module__.split(".")[0],  # uvloop or asyncio
+        })
 
     async def stop(self, runtime: ServiceRuntime, grace: float = 10.0) -> None:
         for server in self.servers:

@@ -6,8 +6,9 @@ import ssl
 from functools import cached_property
 from pathlib import Path
 
-from postroom_runtime import RuntimeSettings
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
+
+from postroom_runtime import RuntimeSettings
 
 
 def _split(value: str) -> list[str]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from email import policy
-from email.message import EmailMessage
+from email.headerregistry import HeaderRegistry
+from email.message import Message
 from email.parser import BytesHeaderParser
 
 from postroom_contracts import (
@@ -38,7 +39,12 @@ TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections"
 # id (it must fit a unique index on PostgreSQL and SQLite alike).
 MAX_MESSAGE_ID_LENGTH = 500
 
-_HEADER_PARSER = BytesHeaderParser(policy=policy.default)
+# Headers only, never the body. The parser splits and unfolds; only the few headers the event
+# needs are then decoded, with the default policy's header classes. (Parsing with
+# policy.default itself builds a structured object for every header it touches and costs about
+# as much as the rest of the DATA pipeline: measured 80 us against 17 us per 4 KiB mail.)
+_HEADER_PARSER = BytesHeaderParser(policy=policy.compat32)
+_UNSTRUCTURED = HeaderRegistry()["x-postroom-unstructured"]
 
 
 # --- recipients -------------------------------------------------------------------------------
@@ -175,15 +181,34 @@ def _text(value: str) -> str:
     return value
 
 
-def _header(msg: EmailMessage, name: str) -> str | None:
-    try:
-        value = msg.get(name)
-    except Exception:  # a header the default policy cannot parse: use its raw text
-        lowered = name.lower()
-        value = next((v for k, v in msg.raw_items() if k.lower() == lowered), None)
+def _unfold(value: str) -> str:
+    return value.replace("\r\n", "").replace("\n", "").replace("\r", "")
+
+
+def _raw_headers(msg: Message) -> dict[str, str]:
+    """The first occurrence of each header, unfolded, not yet parsed (parsing every header
+    into structured objects costs more than the rest of the SMTP transaction)."""
+    out: dict[str, str] = {}
+    for name, value in msg.raw_items():
+        out.setdefault(name.lower(), value)
+    return out
+
+
+def _decoded(raw: dict[str, str], name: str) -> str | None:
+    """A header as text, RFC 2047 encoded words decoded (addresses are not parsed)."""
+    value = raw.get(name)
     if value is None:
         return None
-    return _text(str(value)).strip()
+    try:
+        value = str(_UNSTRUCTURED(name, _unfold(value)))
+    except Exception:  # keep the raw text of a header the parser cannot handle
+        value = _unfold(value)
+    return _text(value).strip()
+
+
+def _plain(raw: dict[str, str], name: str) -> str | None:
+    value = raw.get(name)
+    return None if value is None else _text(_unfold(value)).strip()
 
 
 @dataclass(frozen=True)
@@ -201,15 +226,15 @@ def read_headers(raw: bytes) -> MailHeaders:
     A mail without a usable Message-ID gets a synthetic one derived from From, To, Subject and
     Date, so a retry of the same mail is still recognised as a duplicate.
     """
-    msg = _HEADER_PARSER.parsebytes(header_section(raw))
-    header_from = _header(msg, "From")
-    subject = _header(msg, "Subject")
-    date = _header(msg, "Date")
-    message_id = _header(msg, "Message-ID") or ""
+    headers = _raw_headers(_HEADER_PARSER.parsebytes(header_section(raw)))
+    header_from = _decoded(headers, "from")
+    subject = _decoded(headers, "subject")
+    date = _plain(headers, "date")
+    message_id = _plain(headers, "message-id") or ""
     synthetic = not message_id or len(message_id) > MAX_MESSAGE_ID_LENGTH
     if synthetic:
         message_id = synthetic_message_id(
-            header_from or "", _header(msg, "To") or "", subject or "", date or ""
+            header_from or "", _decoded(headers, "to") or "", subject or "", date or ""
         )
     return MailHeaders(
         message_id=message_id,

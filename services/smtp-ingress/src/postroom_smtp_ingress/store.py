@@ -1,20 +1,20 @@
 """smtp-ingress's own table: one row per accepted mail and tenant (the dedup record).
 
-Rows are written after the ``mail.received`` event was acknowledged by JetStream. Inserts of
-concurrent SMTP sessions are group-committed: one transaction (one fsync) for everything that is
-waiting, so throughput does not collapse to one commit per mail under load.
+Rows are written after the ``mail.received`` event was acknowledged by JetStream. Lookups and
+inserts of concurrent SMTP sessions are batched: one query for every lookup waiting, one
+transaction (one fsync) for every insert waiting, so throughput does not collapse to one
+round-trip and one commit per mail under load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from postroom_runtime import Store
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -24,11 +24,13 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    bindparam,
     select,
-    tuple_,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from postroom_runtime import Store
 
 RECEIVED = "RECEIVED"
 
@@ -73,15 +75,75 @@ class ReceivedMail:
         }
 
 
-_Request = tuple[list[ReceivedMail], "asyncio.Future[set[str]]"]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Batcher(Generic[T, R]):
+    """Runs the requests of concurrent callers together: while one batch is being executed,
+    new requests queue up and go into the next one (group commit, group lookup).
+
+    ``run(items)`` returns one result per item, in order; if it raises, every caller of that
+    batch gets the exception and later batches still run.
+    """
+
+    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]], name: str,
+                 max_batch: int = 500) -> None:
+        self._run = run
+        self._name = name
+        self.max_batch = max_batch
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0  # executed batches (for tests and the benchmark)
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name=self._name)
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                try:
+                    results = await self._run([item for item, _ in batch])
+                except asyncio.CancelledError:
+                    self._fail(batch, RuntimeError(f"{self._name} stopped"))
+                    raise
+                except Exception as exc:
+                    self._fail(batch, exc)
+                    continue
+                self.batches += 1
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            # cancelled at shutdown: nobody may wait forever
+            self._fail(self._pending, RuntimeError(f"{self._name} stopped"))
+            self._pending.clear()
+
+    @staticmethod
+    def _fail(batch: list[tuple[T, asyncio.Future[R]]], exc: BaseException) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
+
+    async def close(self) -> None:
+        """Wait for the requests already submitted."""
+        if self._task is not None and not self._task.done():
+            with contextlib.suppress(Exception):
+                await self._task
 
 
 class ReceivedMails:
-    """Dedup lookups and group-committed inserts on ``received_mails``."""
+    """Dedup lookups and inserts on ``received_mails``, each batched across concurrent SMTP
+    sessions: one SELECT for every lookup waiting, one transaction for every insert waiting."""
 
     def __init__(self, store: Store, max_batch: int = 500) -> None:
         self.store = store
-        self.max_batch = max_batch
         dialect = store.engine.dialect.name
         if dialect == "sqlite":
             insert = sqlite_insert(received_mails)
@@ -92,82 +154,52 @@ class ReceivedMails:
         # A conflict on (tenant, message_id) or mail_key is a concurrent duplicate: skip the row
         # and tell the caller which keys were really inserted.
         self._insert = insert.on_conflict_do_nothing().returning(received_mails.c.mail_key)
-        self._pending: list[_Request] = []
-        self._writer: asyncio.Task[None] | None = None
-        self.commits = 0  # transactions written (for tests and the benchmark)
+        self._select = select(received_mails.c.mail_key).where(
+            received_mails.c.mail_key.in_(bindparam("keys", expanding=True))
+        )
+        self._lookups: Batcher[list[str], set[str]] = Batcher(
+            self._lookup_batch, "received-mails-lookup", max_batch)
+        self._inserts: Batcher[list[ReceivedMail], set[str]] = Batcher(
+            self._insert_batch, "received-mails-insert", max_batch)
 
-    async def known(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which (tenant, message_id) pairs are already recorded."""
-        pairs = list(keys)
-        if not pairs:
-            return set()
-        c = received_mails.c
-        if len(pairs) == 1:
-            condition = (c.tenant == pairs[0][0]) & (c.message_id == pairs[0][1])
-        else:
-            condition = tuple_(c.tenant, c.message_id).in_(pairs)
-        async with self.store.engine.connect() as conn:
-            result = await conn.execute(select(c.tenant, c.message_id).where(condition))
-            return {(row[0], row[1]) for row in result}
+    @property
+    def commits(self) -> int:
+        """Insert transactions committed so far."""
+        return self._inserts.batches
+
+    async def known(self, mail_keys: Iterable[str]) -> set[str]:
+        """Which of these mail keys are already recorded. The mail key is derived from
+        (tenant, Message-ID), so this is the dedup lookup on (tenant, Message-ID)."""
+        keys = list(mail_keys)
+        return await self._lookups.submit(keys) if keys else set()
 
     async def record(self, mails: list[ReceivedMail]) -> set[str]:
         """Insert rows, committed before this returns; the result is the set of mail keys
         inserted by this call. A key missing from it was recorded concurrently by another
         session (the unique constraint), i.e. this copy is a duplicate."""
-        if not mails:
-            return set()
-        future: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
-        self._pending.append((mails, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain(), name="received-mails-writer")
-        return await future
+        return await self._inserts.submit(mails) if mails else set()
 
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                batch: list[_Request] = []
-                size = 0
-                while self._pending and (not batch or size + len(self._pending[0][0])
-                                         <= self.max_batch):
-                    request = self._pending.pop(0)
-                    batch.append(request)
-                    size += len(request[0])
-                await self._commit(batch)
-        finally:
-            # cancelled at shutdown: nobody may wait forever
-            for _, future in self._pending:
-                if not future.done():
-                    future.set_exception(RuntimeError("store writer stopped"))
-            self._pending.clear()
+    async def _lookup_batch(self, requests: list[list[str]]) -> list[set[str]]:
+        wanted = sorted({key for keys in requests for key in keys})
+        async with self.store.engine.connect() as conn:
+            found = set((await conn.execute(self._select, {"keys": wanted})).scalars())
+        return [found.intersection(keys) for keys in requests]
 
-    async def _commit(self, batch: list[_Request]) -> None:
+    async def _insert_batch(self, requests: list[list[ReceivedMail]]) -> list[set[str]]:
         now = datetime.now(UTC)
-        rows = [mail.row(now) for mails, _ in batch for mail in mails]
-        try:
-            async with self.store.engine.begin() as conn:
-                result = await conn.execute(self._insert, rows)
-                inserted = {row[0] for row in result}
-            self.commits += 1
-        except asyncio.CancelledError:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(RuntimeError("store writer stopped"))
-            raise
-        except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        claimed: set[str] = set()
-        for mails, future in batch:
+        rows = [mail.row(now) for mails in requests for mail in mails]
+        async with self.store.engine.begin() as conn:
+            inserted = set((await conn.execute(self._insert, rows)).scalars())
+        results: list[set[str]] = []
+        claimed: set[str] = set()  # the same mail twice in one batch: the first one wins
+        for mails in requests:
             mine = {m.mail_key for m in mails
                     if m.mail_key in inserted and m.mail_key not in claimed}
             claimed |= mine
-            if not future.done():
-                future.set_result(mine)
+            results.append(mine)
+        return results
 
     async def close(self) -> None:
-        """Wait for the rows already handed over to be committed."""
-        if self._writer is not None and not self._writer.done():
-            with contextlib.suppress(Exception):
-                await self._writer
+        """Wait for the lookups and rows already handed over."""
+        await self._lookups.close()
+        await self._inserts.close()
