@@ -8,6 +8,7 @@ import hashlib
 import logging
 import smtplib
 import socket
+import time
 from typing import Any
 
 import httpx
@@ -597,3 +598,50 @@ async def test_on_postgresql(start_ingress: Any, postgres_url: str) -> None:
     assert await send(ingress, [ACME], raws[0]) == (250, b"2.0.0 Message accepted (duplicate)")
     assert len(await ingress.rows()) == 5
     assert len(await ingress.events()) == 5
+
+
+async def test_idle_session_times_out(start_ingress: Any) -> None:
+    ingress = await start_ingress(smtp_timeout=0.5)
+
+    def idle() -> tuple[bytes, bytes, float]:
+        with socket.create_connection(("127.0.0.1", ingress.port), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            greeting = reader.readline()
+            started = time.monotonic()
+            return greeting, reader.read(), time.monotonic() - started
+
+    greeting, rest, waited = await asyncio.to_thread(idle)
+    assert greeting.startswith(b"220 ")
+    assert rest == b""  # closed by the server
+    assert 0.3 < waited < 5
+
+
+async def test_seed_never_overwrites_the_registry(
+    nats_server: NatsServer, start_ingress: Any
+) -> None:
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        # acme as an operator changed it: another domain, no "orders" mailbox
+        await put_tenant(nc.jetstream(), Tenant(slug="acme", domains=["acme.example"],
+                                                mailboxes={"sales": {}}))
+    finally:
+        await nc.close()
+    ingress = await start_ingress()
+    acme = ingress.runtime.smtp.tenant("acme")
+    assert acme is not None and acme.domains == ["acme.example"]
+    assert ingress.runtime.smtp.tenant("globex") is not None  # the seed added the others
+    rcpt, _ = await asyncio.to_thread(transaction, ingress, [ACME, "sales+acme@acme.example"],
+                                      make_mail())
+    assert rcpt == [(550, b"5.1.1 Unknown recipient"), (250, b"2.1.5 Recipient OK")]
+
+
+async def test_tenant_disabled_at_runtime_stops_receiving(ingress: Ingress) -> None:
+    assert (await send(ingress, [ACME], make_mail()))[0] == 250
+    acme = ingress.runtime.smtp.tenant("acme")
+    assert acme is not None
+    await put_tenant(ingress.runtime.js, acme.model_copy(update={"enabled": False}))
+    await wait_for(lambda: ingress.runtime.smtp.tenant("acme") is None)
+    rcpt, _ = await asyncio.to_thread(transaction, ingress, [ACME], make_mail())
+    assert rcpt == [(550, b"5.1.1 Unknown recipient")]

@@ -20,6 +20,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import ValidationError
 
 from postroom_contracts import EVENTS_STREAM, MailReceived, Tenant, mail_key
 from postroom_runtime import (
@@ -261,6 +262,12 @@ class IngressHandler:
                 if isinstance(exc, TemporaryFailure):
                     log.warning("mail not accepted, sender will retry",
                                 extra={"error": str(exc)})
+                elif isinstance(exc, ValidationError):
+                    # its text would quote the values (addresses, subject): log where, not what
+                    log.error("mail not accepted, sender will retry", extra={
+                        "error": "ValidationError",
+                        "fields": [".".join(map(str, e["loc"])) for e in exc.errors()],
+                    })
                 else:
                     log.exception("mail not accepted, sender will retry")
             finally:
@@ -290,7 +297,8 @@ class IngressHandler:
         # one mail key per tenant copy; logs carry the keys, never addresses or subjects
         keys = {d.tenant: mail_key(d.tenant, message_id) for d in deliveries}
         mail_key_var.set(",".join(keys.values()))
-        span.set_attribute("postroom.tenants", list(keys))
+        span.set_attributes({"postroom.tenants": list(keys),
+                             "postroom.mail_keys": list(keys.values())})
         known = await ingress.mails.known(keys.values())
         new = [d for d in deliveries if keys[d.tenant] not in known]
         if not new:
@@ -307,7 +315,10 @@ class IngressHandler:
             )
             for d in new
         ]
-        await asyncio.gather(*(ingress.publish(event) for event in events))
+        if len(events) == 1:
+            await ingress.publish(events[0])
+        else:
+            await asyncio.gather(*(ingress.publish(event) for event in events))
         inserted = await ingress.mails.record(
             [
                 ReceivedMail(
@@ -317,9 +328,8 @@ class IngressHandler:
                 for e in events
             ]
         )
-        span.set_attribute("postroom.mail_keys", [e.mail_key for e in events])
-        if not inserted and len(new) == len(deliveries):
-            # every copy was recorded by a concurrent session between lookup and insert
+        if not inserted:
+            # the new copies were recorded by a concurrent session between lookup and insert
             log.info("duplicate mail accepted (concurrent delivery)")
             return "duplicate", ACCEPTED_DUPLICATE
         log.info("mail accepted", extra={"tenants": [e.tenant for e in events],
