@@ -56,6 +56,8 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror  # "Connection refused", not "[Errno 111] Connection refused"
     text = str(exc).strip()
     if isinstance(exc, TimeoutError | asyncio.TimeoutError) and not text:
         return "timed out"
