@@ -113,8 +113,9 @@ def test_demo_mail_carries_a_pdf_xlsx_and_csv_purchase_order(cli, smtp, tmp_path
 
 def test_plain_mail_with_options(cli, smtp) -> None:
     capture, server = smtp
-    result = cli("send", "-s", server, "--from", "a@example.net", "--to", "x+acme@intake.example.com",
-                 "--to", "y+acme@intake.example.com", "--subject", "Hello", "--body", "Hi there")
+    result = cli("send", "-s", server, "--from", "a@example.net",
+                 "--to", "x+acme@intake.example.com", "--to", "y+acme@intake.example.com",
+                 "--subject", "Hello", "--body", "Hi there")
     assert result.exit_code == 0, result.output
     [envelope] = capture.envelopes
     assert envelope.rcpt_tos == ["x+acme@intake.example.com", "y+acme@intake.example.com"]
