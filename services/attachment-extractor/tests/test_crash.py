@@ -1,0 +1,123 @@
+"""SIGKILL the running service again and again while it works through a queue of mails:
+afterwards every mail is parsed exactly once, with exactly its documents and events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import extractor_samples as samples
+import httpx
+import nats
+
+from postroom_contracts import DLQ_STREAM, EVENTS_STREAM
+from postroom_runtime import NatsBlobStore, event_headers, provision_streams
+from postroom_testing.procs import free_port
+
+MAILS = 60
+KILLS = 6
+
+
+async def _subjects(js: Any) -> dict[str, list[dict[str, Any]]]:
+    info = await js.stream_info(EVENTS_STREAM)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg(EVENTS_STREAM, seq)
+        event_type = ".".join(msg.subject.split(".")[1:3])
+        out.setdefault(event_type, []).append(json.loads(msg.data))
+    return out
+
+
+async def test_sigkill_at_any_moment_loses_nothing_and_duplicates_nothing(
+    nats_server: Any, service_process: Any, tmp_path: Path
+) -> None:
+    port = free_port()
+    service = service_process(
+        ["postroom-attachment-extractor"],
+        name="attachment-extractor",
+        env={
+            "NATS_URL": nats_server.url,
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/extractor.db",
+            "HTTP_PORT": str(port),
+            "BLOB_BACKEND": "nats",
+            "CONSUMER_ACK_WAIT_SECONDS": "2",  # redeliver what a killed process held, soon
+            "CONSUMER_MAX_DELIVER": "30",
+            "CONSUMER_BACKOFF_BASE_SECONDS": "0.1",
+            "LOG_LEVEL": "WARNING",
+        },
+        ready_url=f"http://127.0.0.1:{port}/health/ready",
+    )
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await provision_streams(js)
+    blobs = NatsBlobStore(js, "postroom-blobs")
+    shared_terms = samples.pdf_attachment("terms.pdf", "General terms")
+    csv = {"data": samples.CSV_TEXT.encode(), "maintype": "text", "subtype": "csv",
+           "filename": "lines.csv"}
+    keys = set()
+    for n in range(MAILS):
+        mid = f"<po-{n}@supplier.example>"
+        raw = samples.mail(message_id=mid, attachments=[
+            samples.pdf_attachment(f"po-{n}.pdf", f"Purchase order {n}"), shared_terms, csv])
+        event = samples.received(await blobs.put(raw), message_id=mid)
+        keys.add(event.mail_key)
+        await js.publish(event.nats_subject, event.model_dump_json().encode(),
+                         headers=event_headers(event))
+
+    rng = random.Random(20260301)
+    progress = []
+    try:
+        for _ in range(KILLS):
+            await service.astart(timeout=60)
+            await asyncio.sleep(rng.uniform(0.05, 0.8))
+            service.kill()  # SIGKILL: no shutdown, no cleanup
+            progress.append(len((await _subjects(js)).get("mail.parsed", [])))
+        await service.astart(timeout=60)
+
+        async def all_parsed() -> bool:
+            return len((await _subjects(js)).get("mail.parsed", [])) >= MAILS
+
+        deadline = asyncio.get_running_loop().time() + 120
+        while not await all_parsed():
+            assert asyncio.get_running_loop().time() < deadline, "not every mail was parsed"
+            await asyncio.sleep(0.2)
+        while True:  # wait for the consumer to have acked everything
+            info = await js.consumer_info(EVENTS_STREAM, "attachment-extractor-mail-received")
+            if info.num_pending == 0 and info.num_ack_pending == 0:
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
+
+        events = await _subjects(js)
+        # the kills did land while work was in progress, not only before or after it
+        assert any(0 < n < MAILS for n in progress), progress
+        parsed = events["mail.parsed"]
+        docs = events["document.stored"]
+        assert len(parsed) == MAILS and {p["mail_key"] for p in parsed} == keys
+        assert len(docs) == 3 * MAILS
+        assert len({d["event_id"] for d in docs}) == 3 * MAILS
+        assert len({d["document_id"] for d in docs}) == 3 * MAILS
+        assert sorted(d for p in parsed for d in p["document_ids"]) == sorted(
+            d["document_id"] for d in docs)
+        assert "mail.failed" not in events
+        dlq = await js.stream_info(DLQ_STREAM)
+        assert dlq.state.messages == 0
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            mails = (await http.get("/mails", params={"limit": 500})).json()
+            assert len(mails) == MAILS and {m["status"] for m in mails} == {"PARSED"}
+            assert {m["document_count"] for m in mails} == {3}
+            for key in keys:
+                mail = (await http.get(f"/mails/{key}")).json()
+                assert [t["status"] for t in mail["transitions"]] == [
+                    "RECEIVED", "STORED", "PARSED"], key
+            documents = (await http.get("/documents", params={"limit": 500})).json()
+            assert len(documents) == 3 * MAILS
+        # content-addressed: per mail its raw MIME and its own PDF; terms and CSV once
+        obs = await js.object_store("postroom-blobs")
+        assert len([o for o in await obs.list() if not o.deleted]) == 2 * MAILS + 2
+    finally:
+        await nc.close()
