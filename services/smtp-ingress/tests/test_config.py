@@ -48,6 +48,16 @@ def test_from_environment(monkeypatch: pytest.MonkeyPatch, server_cert: tuple[Pa
     assert s.tls_context() is not None
 
 
+def test_empty_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    # as in .env.example: `SMTP_TLS_CERT=` and friends
+    for name in ("SMTP_TLS_CERT", "SMTP_TLS_KEY", "TENANTS_SEED_FILE", "SMTP_AUTH_USERS",
+                 "SMTP_DOMAINS"):
+        monkeypatch.setenv(name, "")
+    s = load_settings(IngressSettings)
+    assert (s.smtp_tls_cert, s.smtp_tls_key, s.tenants_seed_file) == (None, None, None)
+    assert s.auth_users == {} and s.extra_domains == frozenset()
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

@@ -41,11 +41,14 @@ class IngressSettings(RuntimeSettings):
 
     # Validators run in field order, so each sees the fields declared above it in info.data.
 
+    @field_validator("smtp_tls_cert", "smtp_tls_key", "tenants_seed_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("smtp_tls_cert", "tenants_seed_file")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and str(value) == "":
-            return None
         if value is not None and not value.is_file():
             raise ValueError(f"file {value} does not exist")
         return value
@@ -53,8 +56,6 @@ class IngressSettings(RuntimeSettings):
     @field_validator("smtp_tls_key")
     @classmethod
     def _key_matches_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is not None and str(value) == "":
-            value = None
         cert = info.data.get("smtp_tls_cert")
         if cert is not None and value is None:
             raise ValueError("SMTP_TLS_KEY is required when SMTP_TLS_CERT is set")
