@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import sys
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ def describe(exc: BaseException) -> str:
     text = str(exc).strip()
     if isinstance(exc, TimeoutError | asyncio.TimeoutError) and not text:
         return "timed out"
-    text = text.removeprefix("nats: ")
+    text = re.sub(r"^\[Errno -?\d+\] ", "", text.removeprefix("nats: "))
     return text or type(exc).__name__
 
 
