@@ -279,3 +279,21 @@ async def _count_is(h: Harness, subject: str, n: int) -> bool:
 
 async def _ready(client: httpx.AsyncClient) -> bool:
     return (await client.get("/health/ready")).status_code == 200
+
+
+async def test_a_constraint_violation_in_the_handler_is_retried_not_acked(harness_factory) -> None:
+    # Only an IntegrityError on the idempotency row means "done elsewhere"; one from the
+    # handler's own writes rolled everything back and must not be acked as if it were done.
+    event = received()
+
+    async def clash(runtime: ServiceRuntime) -> None:
+        async with runtime.store.transaction() as s:
+            await s.execute(insert(models.widgets).values(tenant="acme", name=event.mail_key))
+
+    h = await harness_factory(max_deliver=3, before_start=clash)
+    await publish_event(h.runtime.broker, event, stream=EVENTS_STREAM)
+    await eventually(lambda: _ret(len(h.dead) == 1))
+    assert len(h.calls) == 3
+    [stored] = await list_dead_letters(h.js)
+    assert "IntegrityError" in stored.letter.error
+    assert await h.count(EVENTS_STREAM, "postroom.mail.failed.acme") == 0

@@ -199,11 +199,14 @@ class Consumer(Generic[E]):
         except PoisonMessage as exc:
             await self._dead_letter(msg, attempt, f"poison: {exc}", event)
             return
-        except IntegrityError:
-            # a concurrent replica committed the same event first: it is done
-            log.info("event processed concurrently elsewhere", extra={"consumer": self.name})
-            await self.relay.flush()
         except Exception as exc:
+            if isinstance(exc, IntegrityError) and await self._processed(event):
+                # a concurrent replica committed the same event first: it is done
+                log.info("event processed concurrently elsewhere", extra={"consumer": self.name})
+                await self.relay.flush()
+                await msg.ack()
+                return
+            # any other constraint violation rolled the handler back: retry, never ack it
             if attempt >= self.policy.max_deliver:
                 await self._dead_letter(msg, attempt, _describe(exc), event)
                 return
@@ -216,6 +219,16 @@ class Consumer(Generic[E]):
             await msg.nack(delay=delay)
             return
         await msg.ack()
+
+    async def _processed(self, event: E) -> bool:
+        async with self.store.sessions() as session:
+            done = await session.scalar(
+                select(self.processed.c.event_id).where(
+                    self.processed.c.consumer == self.name,
+                    self.processed.c.event_id == event.event_id,
+                )
+            )
+        return done is not None
 
     async def _dead_letter(self, msg: Any, attempt: int, error: str, event: E | None) -> None:
         raw = msg.raw_message
