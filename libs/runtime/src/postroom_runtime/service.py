@@ -39,6 +39,7 @@ from .telemetry import setup_tracing
 log = logging.getLogger(__name__)
 
 Hook = Callable[["ServiceRuntime"], Awaitable[None]]
+CONNECT_TIMEOUT_SECONDS = 5.0
 
 
 class ServiceRuntime:
@@ -159,7 +160,9 @@ class ServiceRuntime:
         delay = 0.5
         while True:
             try:
-                await self.broker.connect()
+                # bounded: with max_reconnect_attempts=-1 nats-py retries the first connect
+                # forever, which would hide this loop's log line and ignore a stop request
+                await asyncio.wait_for(self.broker.connect(), CONNECT_TIMEOUT_SECONDS)
                 await provision_streams(
                     self.js, self.settings.stream_replicas,
                     self.settings.stream_duplicate_window_seconds,
