@@ -12,6 +12,7 @@ from typing import Any
 import extractor_samples as samples
 import httpx
 import nats
+import pytest
 
 from postroom_contracts import DLQ_STREAM, EVENTS_STREAM
 from postroom_runtime import NatsBlobStore, event_headers, provision_streams
@@ -19,6 +20,14 @@ from postroom_testing.procs import free_port
 
 MAILS = 60
 KILLS = 6
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    # SQLite: one mail at a time; PostgreSQL: CONSUMER_CONCURRENCY mails at once
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/extractor.db"
+    return str(request.getfixturevalue("postgres_url"))
 
 
 async def _subjects(js: Any) -> dict[str, list[dict[str, Any]]]:
@@ -32,7 +41,7 @@ async def _subjects(js: Any) -> dict[str, list[dict[str, Any]]]:
 
 
 async def test_sigkill_at_any_moment_loses_nothing_and_duplicates_nothing(
-    nats_server: Any, service_process: Any, tmp_path: Path
+    nats_server: Any, service_process: Any, database_url: str
 ) -> None:
     port = free_port()
     service = service_process(
@@ -40,7 +49,7 @@ async def test_sigkill_at_any_moment_loses_nothing_and_duplicates_nothing(
         name="attachment-extractor",
         env={
             "NATS_URL": nats_server.url,
-            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/extractor.db",
+            "DATABASE_URL": database_url,
             "HTTP_PORT": str(port),
             "BLOB_BACKEND": "nats",
             "CONSUMER_ACK_WAIT_SECONDS": "2",  # redeliver what a killed process held, soon
