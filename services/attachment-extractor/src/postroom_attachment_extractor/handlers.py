@@ -5,9 +5,10 @@ plain bytes. Mail is hostile input, so:
 
 - parsing never raises on malformed MIME: the parser's defects (and our own findings) are
   returned as strings;
-- work is bounded: at most ``max_parts`` MIME parts are looked at, multiparts and attached
-  messages are followed ``max_depth`` levels deep, attachments larger than
-  ``max_attachment_bytes`` are skipped, body text is cut at ``body_text_limit`` characters;
+- work is bounded: at most ``max_parts`` MIME parts are parsed and looked at (the parser
+  stops reading after them), multiparts and attached messages are followed ``max_depth``
+  levels deep, attachments larger than ``max_attachment_bytes`` are skipped, body text is
+  cut at ``body_text_limit`` characters;
 - filenames are sanitised (no path parts, no control characters, bounded length, never
   empty) before anyone sees them;
 - content types are sniffed from the bytes, never trusted from the headers; ZIP archives are
@@ -28,8 +29,9 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from email import policy
+from email.feedparser import BytesFeedParser
 from email.header import decode_header, make_header
-from email.message import Message
+from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from html.parser import HTMLParser
 from typing import Any
@@ -80,6 +82,7 @@ MAX_SHEET_COLUMNS_SCANNED = 256
 MAX_UNPACKED_WORKBOOK_BYTES = 256 * 1024 * 1024
 SNIFF_SAMPLE_BYTES = 64 * 1024
 CSV_SNIFF_CHARS = 16 * 1024
+PARSE_CHUNK_BYTES = 8192
 HTML_INPUT_FACTOR = 20  # HTML read per character of text wanted
 
 
@@ -144,6 +147,7 @@ class _Defects:
     def __init__(self) -> None:
         self.items: list[str] = []
         self.dropped = 0
+        self.ignore: set[str] = set()
 
     def add(self, text: str) -> None:
         if len(self.items) >= MAX_DEFECTS:
@@ -159,6 +163,8 @@ class _Defects:
         for defect in list(defects or ())[:MAX_DEFECTS]:
             detail = str(defect)
             name = type(defect).__name__
+            if name in self.ignore:
+                continue
             self.add(f"{where}: {name}: {detail}" if detail and detail != name else
                      f"{where}: {name}")
 
@@ -613,13 +619,40 @@ def _root_defects(msg: Message, defects: _Defects) -> None:
         defects.of(f"header {clean_text(str(name))[:60]}", getattr(value, "defects", ()))
 
 
+def _parse_bounded(raw: bytes, max_parts: int) -> tuple[Message, bool]:
+    """Parse with ``policy.default``, but stop reading once more than ``max_parts`` parts
+    exist (a part bomb would otherwise cost seconds per megabyte in header parsing).
+
+    Parts are created in document order, the order the walk visits them, so every part
+    the walk may use is complete when we stop. Returns the message and whether input was
+    left unread.
+    """
+    created = 0
+
+    def factory(policy: Any = None) -> Message:  # the parser passes its policy
+        nonlocal created
+        created += 1
+        return EmailMessage(policy=policy)
+
+    parser = BytesFeedParser(_factory=factory, policy=policy.default)
+    created = 0  # the parser probes the factory once
+    view = memoryview(raw)
+    for start in range(0, len(raw), PARSE_CHUNK_BYTES):
+        parser.feed(bytes(view[start: start + PARSE_CHUNK_BYTES]))
+        if created > max_parts + 1 and start + PARSE_CHUNK_BYTES < len(raw):
+            return parser.close(), True
+    return parser.close(), False
+
+
 def parse_mail(raw: bytes, limits: Limits = Limits()) -> ParsedMail:
     """Parse one mail; never raises on malformed MIME (see the module docstring)."""
     defects = _Defects()
     result = ParsedMail()
     try:
-        msg: Message = BytesParser(policy=policy.default).parsebytes(raw)
+        msg, cut = _parse_bounded(raw, limits.max_parts)
         walkable = True
+        if cut:  # the walk reports the part limit; unclosed multiparts are our doing
+            defects.ignore.add("CloseBoundaryNotFoundDefect")
     except RecursionError:
         defects.add(f"MIME structure nested too deeply to parse (limit {limits.max_depth} "
                     "levels): only the headers were read")
