@@ -445,3 +445,29 @@ def test_defects_are_reported() -> None:
     parsed = parse_mail(b"Content-Type: text/plain; charset=x-klingon\r\n\r\nnuqneH")
     assert parsed.body_text == "nuqneH"
     assert "part 1: unknown charset 'x-klingon'" in parsed.defects
+
+
+def test_huge_headers_are_parsed_from_their_beginning_only() -> None:
+    # the header registry needs ~10 GB for a Subject of 40,000 encoded words
+    subject = b"Subject: " + b"=?utf-8?q?a?= " * 40_000 + b"\r\n"
+    params = b"; ".join(b"p%d=x" % i for i in range(50_000))
+    raw = (subject + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+           b"--B\r\nContent-Type: application/pdf; " + params + b"\r\n"
+           b"Content-Disposition: attachment; filename=\"po.pdf\"\r\n\r\n%PDF-1.4\r\n--B--\r\n")
+    started = time.monotonic()
+    parsed = parse_mail(raw)
+    assert time.monotonic() - started < 5
+    assert [a.filename for a in parsed.attachments] == ["po.pdf"]
+    assert parsed.attachments[0].declared_type == "application/pdf"
+    assert "message: header Subject is 560000 characters long: only the first 8192 were read" \
+        in parsed.defects
+    assert any(d.startswith("part 1.1: header Content-Type is") for d in parsed.defects)
+
+
+def test_long_reference_chains_keep_the_root_and_the_latest() -> None:
+    ids = [f"<m{i}@example.com>" for i in range(300)]
+    raw = (b"References: " + " ".join(ids).encode() + b"\r\n"
+           b"In-Reply-To: Re: your note <m299@example.com> (Bob)\r\n\r\nhi")
+    parsed = parse_mail(raw)
+    assert parsed.references == [ids[0], *ids[-99:]]
+    assert parsed.in_reply_to == "<m299@example.com>"
