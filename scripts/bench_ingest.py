@@ -297,6 +297,7 @@ async def run_load(
     warmup: int,
     server_pids: list[int],
     max_seconds: float,
+    pid_names: list[str] | None = None,
 ) -> Result:
     make = message_factory(size, f"bench-{uuid.uuid4().hex[:12]}")
     conns = [SmtpSession(HOST, port) for _ in range(sessions)]
@@ -305,16 +306,25 @@ async def run_load(
         async with asyncio.timeout(max_seconds):
             if warmup:
                 await _run_phase(conns, range(messages, messages + warmup), make)
-            cpu_server0, cpu_client0 = _cpu_seconds(server_pids), time.process_time()
+            cpu_each0 = [_cpu_seconds([pid]) for pid in server_pids]
+            cpu_client0 = time.process_time()
             t0 = time.perf_counter()
             phase = await _run_phase(conns, range(messages), make)
             seconds = time.perf_counter() - t0
-            cpu_server = _cpu_seconds(server_pids) - cpu_server0
+            cpu_each = [
+                _cpu_seconds([pid]) - c0 for pid, c0 in zip(server_pids, cpu_each0, strict=True)
+            ]
+            cpu_server = sum(cpu_each)
             cpu_client = time.process_time() - cpu_client0
     finally:
         await asyncio.gather(*(c.close() for c in conns))
     lat = sorted(phase.latencies)
     done = max(len(lat), 1)
+    extra: dict[str, Any] = {}
+    if pid_names and len(server_pids) > 1:
+        extra["server_cpu_ms_per_msg_by_process"] = {
+            name: round(cpu * 1000 / done, 3) for name, cpu in zip(pid_names, cpu_each, strict=True)
+        }
     return Result(
         target=target,
         messages=messages,
@@ -329,6 +339,7 @@ async def run_load(
         error_samples=phase.error_samples,
         server_cpu_ms_per_msg=round(cpu_server * 1000 / done, 3),
         client_cpu_ms_per_msg=round(cpu_client * 1000 / done, 3),
+        extra=extra,
     )
 
 
@@ -445,6 +456,7 @@ async def bench_ingress(args: argparse.Namespace, workdir: Path) -> Result:
             warmup=args.warmup,
             server_pids=[ingress.pid, nats_server.pid],
             max_seconds=args.max_seconds,
+            pid_names=["smtp-ingress", "nats-server"],
         )
         result.extra["stream_messages_incl_warmup"] = await _stream_counts(nats_server.url)
         result.extra["server_cpu_includes"] = "smtp-ingress + nats-server"
