@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from postroom_runtime import ConfigError, load_settings
+from postroom_runtime import ConfigError, RuntimeSettings, load_settings
 from postroom_smtp_ingress.config import IngressSettings
 
 
@@ -32,6 +32,8 @@ def test_defaults() -> None:
     assert s.extra_domains == frozenset()
     assert s.database_url == "sqlite+aiosqlite:///var/smtp_ingress.db"
     assert s.tls_context() is None
+    # raw MIME up to 512 KiB goes to the one-round-trip KV tier (the runtime's default is off)
+    assert s.blob_small_max_bytes == 524_288 and RuntimeSettings().blob_small_max_bytes == 0
 
 
 def test_from_environment(monkeypatch: pytest.MonkeyPatch, server_cert: tuple[Path, Path]) -> None:

@@ -71,6 +71,7 @@ async def test_accepted_mail_is_stored_published_and_recorded(ingress: Ingress) 
     assert event.raw.sha256 == hashlib.sha256(raw).hexdigest()
     assert ingress.runtime.blobs is not None
     assert await ingress.runtime.blobs.get(event.raw) == raw
+    assert event.raw.bucket == "postroom-blobs-small"  # one round trip, not three
 
     [row] = await ingress.rows()
     assert (row["tenant"], row["message_id"], row["mail_key"], row["event_id"]) == (
@@ -78,6 +79,21 @@ async def test_accepted_mail_is_stored_published_and_recorded(ingress: Ingress) 
     assert (row["raw_sha256"], row["size"], row["state"]) == (event.raw.sha256, len(raw),
                                                               "RECEIVED")
     assert ingress.metric("postroom_smtp_messages_total", result="accepted") == 1
+
+
+async def test_mail_above_the_small_blob_threshold_goes_to_the_object_store(
+    start_ingress: Any,
+) -> None:
+    ingress = await start_ingress(blob_small_max_bytes=1024)
+    small = make_mail(message_id="<s@x>")
+    large = make_mail(message_id="<l@x>", body="line\r\n" * 400)
+    assert (await send(ingress, [ACME], small))[0] == 250
+    assert (await send(ingress, [ACME], large))[0] == 250
+    events = {e.message_id: e for e, _ in await ingress.events()}
+    assert events["<s@x>"].raw.bucket == "postroom-blobs-small"
+    assert events["<l@x>"].raw.bucket == "postroom-blobs"
+    assert ingress.runtime.blobs is not None
+    assert await ingress.runtime.blobs.get(events["<l@x>"].raw) == large
 
 
 async def test_same_message_id_again_is_a_duplicate_without_new_event(ingress: Ingress) -> None:

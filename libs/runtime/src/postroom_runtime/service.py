@@ -185,7 +185,8 @@ class ServiceRuntime:
             self.blobs = FilesystemBlobStore(self.settings.blob_fs_root, self.settings.blob_bucket)
         else:
             self.blobs = NatsBlobStore(self.js, self.settings.blob_bucket,
-                                       self.settings.stream_replicas)
+                                       self.settings.stream_replicas,
+                                       small_max_bytes=self.settings.blob_small_max_bytes)
         await self.blobs.ping()
         for hook in self.on_start:
             await hook(self)

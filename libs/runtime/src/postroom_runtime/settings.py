@@ -32,6 +32,11 @@ class RuntimeSettings(BaseSettings):
     blob_backend: Literal["nats", "fs"] = "nats"
     blob_bucket: str = Field(default="postroom-blobs", pattern=r"^[A-Za-z0-9_-]+$")
     blob_fs_root: Path = Path("var/blobs")
+    blob_small_max_bytes: int = Field(
+        default=0, ge=0, le=1_048_576,
+        description="BLOB_BACKEND=nats: blobs up to this size go to the KV bucket "
+                    "<BLOB_BUCKET>-small (one round trip); 0 = all in the Object Store",
+    )
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
