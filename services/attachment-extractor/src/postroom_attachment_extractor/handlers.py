@@ -658,8 +658,9 @@ def _root_defects(msg: Message, defects: _Defects) -> None:
 
 
 def _parse_bounded(raw: bytes, max_parts: int) -> tuple[Message, bool]:
-    """Parse with (bounded) ``policy.default``, but stop reading once more than ``max_parts`` parts
-    exist (a part bomb would otherwise cost seconds per megabyte in header parsing).
+    """Parse with (bounded) ``policy.default``, but stop reading once more than
+    ``max_parts`` parts exist (a part bomb would otherwise cost seconds per megabyte in
+    header parsing).
 
     Parts are created in document order, the order the walk visits them, so every part
     the walk may use is complete when we stop. Returns the message and whether input was
@@ -692,8 +693,7 @@ def parse_mail(raw: bytes, limits: Limits = Limits()) -> ParsedMail:
         if cut:  # the walk reports the part limit; unclosed multiparts are our doing
             defects.ignore.add("CloseBoundaryNotFoundDefect")
     except RecursionError:
-        defects.add(f"MIME structure nested too deeply to parse (limit {limits.max_depth} "
-                    "levels): only the headers were read")
+        defects.add("MIME structure nested too deeply to parse: only the headers were read")
         msg = BytesParser(policy=MAIL_POLICY).parsebytes(raw, headersonly=True)
         walkable = False
     _root_defects(msg, defects)
