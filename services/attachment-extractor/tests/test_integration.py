@@ -14,6 +14,7 @@ import extractor_samples as samples
 import httpx
 import nats
 import pytest
+from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
 from prometheus_client import CollectorRegistry
 
 from postroom_attachment_extractor import app as app_module
@@ -77,9 +78,20 @@ class Extractor:
         return found
 
     async def object_keys(self) -> list[str]:
+        """Keys of every stored blob: Object Store objects and small blobs in the KV bucket."""
         assert self.runtime.blobs is not None
-        obs = await self.js.object_store(self.runtime.blobs.bucket)
-        return sorted(info.name for info in await obs.list())
+        bucket = self.runtime.blobs.bucket
+        obs = await self.js.object_store(bucket)
+        try:
+            keys = [info.name for info in await obs.list(ignore_deletes=True)]
+        except NotFoundError:  # nothing in the Object Store
+            keys = []
+        try:
+            kv = await self.js.key_value(f"{bucket}-small")
+            keys += await kv.keys()
+        except (BucketNotFoundError, NoKeysError):
+            pass
+        return sorted(keys)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20) -> None:
@@ -218,10 +230,11 @@ async def test_the_same_event_twice_gives_one_set_of_documents_and_events(
     assert [t["status"] for t in mail["transitions"]] == ["RECEIVED", "STORED", "PARSED"]
 
 
+@pytest.mark.parametrize("small_blobs", [0, 65536], ids=["object-store", "small-blobs-in-kv"])
 async def test_the_same_attachment_in_two_mails_is_one_blob_and_two_documents(
-    start_extractor: Any
+    start_extractor: Any, small_blobs: int
 ) -> None:
-    ex = await start_extractor()
+    ex = await start_extractor(blob_small_max_bytes=small_blobs)
     shared = samples.pdf_attachment("terms.pdf", "General terms")
     for n in (1, 2):
         raw = samples.mail(message_id=f"<po-{n}@supplier.example>", attachments=[shared])
@@ -235,6 +248,11 @@ async def test_the_same_attachment_in_two_mails_is_one_blob_and_two_documents(
     keys = await ex.object_keys()
     assert keys.count(docs[0]["blob"]["key"]) == 1
     assert len(keys) == 3  # two raw mails (different Message-IDs) and one shared attachment
+    expected_bucket = "postroom-blobs-small" if small_blobs else "postroom-blobs"
+    assert docs[0]["blob"]["bucket"] == expected_bucket
+    content = await ex.http.get(docs[0]["content_url"])
+    assert content.status_code == 200
+    assert hashlib.sha256(content.content).hexdigest() == docs[0]["sha256"]
 
 
 async def test_a_mail_whose_raw_mime_is_missing_fails_after_bounded_retries(
