@@ -297,3 +297,69 @@ async def test_a_constraint_violation_in_the_handler_is_retried_not_acked(harnes
     [stored] = await list_dead_letters(h.js)
     assert "IntegrityError" in stored.letter.error
     assert await h.count(EVENTS_STREAM, "postroom.mail.failed.acme") == 0
+
+
+class _FakeMsg:
+    """A JetStream message as FastStream hands it over, recording what the consumer did."""
+
+    def __init__(self, body: bytes, num_delivered: int) -> None:
+        from types import SimpleNamespace
+
+        self.body = body
+        self.raw_message = SimpleNamespace(
+            subject="postroom.mail.received.acme", headers={},
+            metadata=SimpleNamespace(num_delivered=num_delivered,
+                                     sequence=SimpleNamespace(stream=7)),
+        )
+        self.outcome: str | None = None
+
+    async def ack(self) -> None:
+        self.outcome = "ack"
+
+    async def nack(self, delay: float | None = None) -> None:
+        self.outcome = "nack"
+
+    async def reject(self) -> None:
+        self.outcome = "reject"
+
+
+class _RecordingBroker:
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    async def publish(self, payload: bytes, subject: str, **_: Any) -> None:
+        self.published.append(subject)
+
+
+async def test_committed_event_redelivered_past_the_limit_is_acked_not_dead_lettered(
+    tmp_path: Path,
+) -> None:
+    from postroom_runtime import Consumer, DeliveryPolicy, Store
+
+    store = Store(f"sqlite+aiosqlite:///{tmp_path}/c.db")
+    await store.migrate(MIGRATIONS)
+    calls: list[str] = []
+
+    async def handler(event: MailReceived, session: Any, outbox: Any) -> None:
+        calls.append(event.event_id)
+
+    broker = _RecordingBroker()
+    consumer = Consumer(name="c", event_type=MailReceived, handler=handler, store=store,
+                        processed=models.processed, outbox=models.outbox, broker=broker,
+                        policy=DeliveryPolicy(max_deliver=3))
+    event = received()
+    first = _FakeMsg(event.model_dump_json().encode(), num_delivered=1)
+    await consumer.handle(first)
+    assert first.outcome == "ack" and calls == [event.event_id]
+    # the ack was lost; JetStream redelivers after the last attempt
+    late = _FakeMsg(event.model_dump_json().encode(), num_delivered=4)
+    await consumer.handle(late)
+    assert late.outcome == "ack" and calls == [event.event_id]
+    assert broker.published == []  # nothing dead-lettered
+    # an event that never committed is dead-lettered once past the limit
+    other = received("<other@supplier.example>")
+    never = _FakeMsg(other.model_dump_json().encode(), num_delivered=4)
+    await consumer.handle(never)
+    assert never.outcome == "reject" and broker.published == ["postroom.dlq.c"]
+    assert calls == [event.event_id]
+    await store.close()

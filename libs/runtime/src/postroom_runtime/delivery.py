@@ -174,26 +174,22 @@ class Consumer(Generic[E]):
             self._in_flight.discard(event.event_id)
 
     async def _process(self, msg: Any, event: E, attempt: int) -> None:
-        if attempt > self.policy.max_deliver:
-            # delivered again after the last attempt: the process died while handling it
+        if attempt > self.policy.max_deliver and not await self._processed(event):
+            # delivered again after the last attempt and never committed: the process died
+            # while handling it (a committed event whose ack was lost is acked below instead)
             await self._dead_letter(msg, attempt, "gave up: handler never finished", event)
             return
         try:
             async with self.store.transaction() as session:
-                done = await session.scalar(
-                    select(self.processed.c.event_id).where(
-                        self.processed.c.consumer == self.name,
-                        self.processed.c.event_id == event.event_id,
-                    )
-                )
-                if done is None:
+                done = await self._processed(event, session)
+                if not done:
                     await self.handler(event, session, Outbox(session, self.outbox_table))
                     await session.execute(
                         insert(self.processed).values(
                             consumer=self.name, event_id=event.event_id, processed_at=utcnow()
                         )
                     )
-            if done is not None:
+            if done:
                 log.info("duplicate delivery skipped", extra={"consumer": self.name})
             await self.relay.flush()
         except PoisonMessage as exc:
@@ -220,15 +216,16 @@ class Consumer(Generic[E]):
             return
         await msg.ack()
 
-    async def _processed(self, event: E) -> bool:
-        async with self.store.sessions() as session:
-            done = await session.scalar(
-                select(self.processed.c.event_id).where(
-                    self.processed.c.consumer == self.name,
-                    self.processed.c.event_id == event.event_id,
-                )
-            )
-        return done is not None
+    async def _processed(self, event: E, session: AsyncSession | None = None) -> bool:
+        """Whether this consumer's idempotency table holds the event (committed before)."""
+        query = select(self.processed.c.event_id).where(
+            self.processed.c.consumer == self.name,
+            self.processed.c.event_id == event.event_id,
+        )
+        if session is not None:
+            return await session.scalar(query) is not None
+        async with self.store.sessions() as own:
+            return await own.scalar(query) is not None
 
     async def _dead_letter(self, msg: Any, attempt: int, error: str, event: E | None) -> None:
         raw = msg.raw_message
