@@ -4,7 +4,9 @@ group commit, concurrent duplicates."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,49 @@ async def test_a_failing_batch_fails_its_callers_only(store: Store) -> None:
     with pytest.raises(Exception):  # noqa: B017 - the driver's error type
         await mails.record([bad])
     assert await mails.record([mail("acme", "<ok@x>")]) == {mail_key("acme", "<ok@x>")}
+
+
+async def test_a_sqlite_file_takes_the_direct_path_and_rows_read_the_same(tmp_path: Path) -> None:
+    store = Store(f"sqlite+aiosqlite:///{tmp_path}/ingress.db")
+    await store.migrate(MIGRATIONS)
+    mails = ReceivedMails(store)
+    try:
+        assert mails._sqlite is not None  # sqlite3 on a writer thread, not aiosqlite
+        before = datetime.now(UTC).replace(tzinfo=None)
+        assert await mails.record([mail("acme", "<a@x>")]) == {mail_key("acme", "<a@x>")}
+        async with store.engine.connect() as conn:  # SQLAlchemy reads what sqlite3 wrote
+            row = (await conn.execute(select(received_mails))).mappings().one()
+        assert isinstance(row["received_at"], datetime)
+        assert before <= row["received_at"].replace(tzinfo=None) <= datetime.now(UTC).replace(
+            tzinfo=None)
+        assert (row["tenant"], row["size"], row["state"]) == ("acme", 123, "RECEIVED")
+    finally:
+        await mails.close()
+        await store.close()
+
+
+async def test_a_failing_sqlite_batch_commits_nothing_and_the_next_one_works(
+    tmp_path: Path,
+) -> None:
+    store = Store(f"sqlite+aiosqlite:///{tmp_path}/ingress.db")
+    await store.migrate(MIGRATIONS)
+    mails = ReceivedMails(store)
+    bad = ReceivedMail(tenant=None, message_id="<x>", mail_key="k", event_id="e",  # type: ignore[arg-type]
+                       raw_sha256="a" * 64, size=1)  # NOT NULL fails the whole statement
+    try:
+        with pytest.raises(sqlite3.IntegrityError):
+            await asyncio.gather(mails.record([mail("acme", "<a@x>")]), mails.record([bad]))
+        assert await count(store) == 0  # the batch was one transaction, rolled back
+        assert await mails.record([mail("acme", "<a@x>")]) == {mail_key("acme", "<a@x>")}
+        assert await count(store) == 1
+    finally:
+        await mails.close()
+        await store.close()
+
+
+async def test_in_memory_sqlite_keeps_the_sqlalchemy_path() -> None:
+    store = Store("sqlite+aiosqlite:///:memory:")
+    try:
+        assert ReceivedMails(store)._sqlite is None
+    finally:
+        await store.close()
