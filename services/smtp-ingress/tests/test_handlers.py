@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from postroom_contracts import (
     BlobRef,
@@ -221,3 +225,51 @@ def test_build_event_derives_ids_from_the_mail_key() -> None:
     again = h.build_event(delivery, headers, envelope_from="other@x", raw=ref, tls=False,
                           authenticated=False)
     assert again.event_id == event.event_id  # a retry publishes the same Nats-Msg-Id
+
+
+# --- MAIL FROM / RCPT TO addresses: the same answers as aiosmtpd's own parser ------------------
+
+
+class _Limit:
+    def __init__(self, limit: int) -> None:
+        self.local_part_limit = limit
+
+
+def _aiosmtpd_getaddr(arg: str, limit: int = 0) -> tuple[str | None, str | None]:
+    from aiosmtpd.smtp import SMTP
+
+    return SMTP._getaddr(_Limit(limit), arg)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("arg", [
+    "", "<a@b.c>", "<orders+acme@intake.example.com>", "<a@b.c> SIZE=12 BODY=8BITMIME",
+    "<a@b.c>SIZE=1", "<a@b.c>  ", "<a@b.c> (comment) SIZE=1", "<a@b.c>(c)", "<a@b.c> \x0b X",
+    "<a.b+c@d-e.f>", "<\"q x\"@b.c>", "<a@[1.2.3.4]>", "<a..b@c>", "<.a@c>", "<a@b.c.>",
+    "<@x:a@b.c>", "<a@b..c>", "<A@B.C>", "a@b.c", "a@b.c SIZE=1", "<>", "<a>", "<a@b.c",
+    "<ü@b.c>", "<a@bü.c>", "<a@b.c>\tX", "<a@b.c> <d@e.f>", "<" + "x" * 65 + "@b.c>",
+])
+def test_smtp_address_matches_aiosmtpd(arg: str) -> None:
+    for limit in (0, 64):
+        assert h.smtp_address(arg, limit) == _aiosmtpd_getaddr(arg, limit), (arg, limit)
+
+
+_CHARS = st.sampled_from([*'<>@.+-_ab"() \t\x0b[]:;,=\\!#', "ü"])
+_ARGS = st.one_of(
+    st.text(alphabet=_CHARS, max_size=24),
+    # mostly well-formed <local@domain> with odd bits: the fast path and its edges
+    st.builds(lambda local, domain, after: f"<{local}@{domain}>{after}",
+              st.text(alphabet=_CHARS, max_size=8), st.text(alphabet=_CHARS, max_size=8),
+              st.text(alphabet=_CHARS, max_size=8)),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_ARGS)
+def test_smtp_address_matches_aiosmtpd_on_any_input(arg: str) -> None:
+    def outcome(parse: Any) -> Any:
+        try:
+            return parse(arg, 3)
+        except Exception as exc:  # the stdlib parser has bugs (IndexError on '"'): the same ones
+            return type(exc)
+
+    assert outcome(h.smtp_address) == outcome(_aiosmtpd_getaddr)

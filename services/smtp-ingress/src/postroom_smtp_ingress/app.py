@@ -51,6 +51,7 @@ from .handlers import (
     normalise_domain,
     read_headers,
     route_recipient,
+    smtp_address,
 )
 from .store import ReceivedMail, ReceivedMails
 
@@ -190,6 +191,9 @@ class IngressSMTP(SMTP):
         if self._refused:
             return False
         return super().eof_received()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        return smtp_address(arg, self.local_part_limit)
 
     async def push(self, status: Any) -> None:
         if (status[:3] == "552" or status[:3] == b"552"):

@@ -5,9 +5,12 @@ Nothing here does I/O or knows aiosmtpd: the SMTP protocol glue lives in ``app.p
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from email import policy
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from email.headerregistry import HeaderRegistry
 from email.message import Message
 from email.parser import BytesHeaderParser
@@ -48,6 +51,45 @@ _UNSTRUCTURED = HeaderRegistry()["x-postroom-unstructured"]
 
 
 # --- recipients -------------------------------------------------------------------------------
+
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
+_PLAIN_ANGLE_ADDR = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>")
+
+
+def smtp_address(arg: str, local_part_limit: int = 0) -> tuple[str | None, str | None]:
+    """The address and the rest (parameters) of a MAIL FROM / RCPT TO argument, exactly as
+    aiosmtpd's ``SMTP._getaddr`` returns them: ``('', '')`` for nothing, ``(None, None)`` for
+    a malformed address or a local part over ``local_part_limit``.
+
+    aiosmtpd defines a class on every call and runs the RFC 5322 parser; the plain form
+    ``<local@domain>`` (ASCII dot-atoms, the form nearly every client sends) is matched here
+    directly, anything else still goes through the parser.
+    """
+    if not arg:
+        return "", ""
+    match = _PLAIN_ANGLE_ADDR.match(arg)
+    rest: str | None = None
+    if match is not None:
+        addr, after = match.group(1), arg[match.end():]
+        # the parser drops leading whitespace (and comments) after '>': only the simple cases
+        if not after or after[0] not in " \t(":
+            rest = after
+        elif after[0] in " \t" and not after.lstrip().startswith("("):
+            rest = after.lstrip()
+    if rest is None:
+        try:
+            if arg.lstrip().startswith("<"):
+                address, rest = get_angle_addr(arg)
+            else:
+                address, rest = get_addr_spec(arg)
+        except HeaderParseError:
+            return None, None
+        addr = address.addr_spec
+    if local_part_limit and len(addr.rpartition("@")[0]) > local_part_limit:
+        return None, None
+    return addr, rest
 
 
 @dataclass(frozen=True)
