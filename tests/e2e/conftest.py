@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from e2e_stack import OtlpReceiver, Stack, seed
+
 from postroom_testing.nats import NatsServer
 from postroom_testing.procs import ServiceProcess, free_port
 

@@ -7,6 +7,7 @@ import smtplib
 import threading
 import zipfile
 from dataclasses import dataclass, field
+from email import policy
 from email.message import EmailMessage
 from email.utils import make_msgid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,7 @@ from typing import Any
 
 import nats
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
 from postroom_runtime.tenants import load_seed, seed_tenants
 from postroom_testing.nats import NatsServer
 from postroom_testing.procs import ServiceProcess
@@ -50,7 +52,12 @@ class Stack:
                 code, text = client.rcpt(rcpt)
                 if code >= 400:
                     return code, text
-            return client.data(msg.as_bytes())
+            return client.data(wire(msg))
+
+
+def wire(msg: EmailMessage) -> bytes:
+    """The mail as it goes over SMTP: CRLF line endings (bare LF is refused)."""
+    return msg.as_bytes(policy=policy.SMTP)
 
 
 def order_mail(n: int = 0, *, to: str = "orders+acme@intake.example.com",

@@ -13,7 +13,15 @@ from email.message import EmailMessage
 
 import nats
 import pytest
-from e2e_stack import OtlpReceiver, Stack, order_mail, pdf_bytes, stream_count, zip_bytes
+from e2e_stack import (
+    OtlpReceiver,
+    Stack,
+    order_mail,
+    pdf_bytes,
+    stream_count,
+    wire,
+    zip_bytes,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -92,7 +100,7 @@ def test_reply_codes_a_sender_sees(stack: Stack) -> None:
         assert client.has_extn("size") and int(client.esmtp_features["size"]) == 512 * 1024
         client.mail("buyer@supplier.example")
         client.rcpt("orders+acme@intake.example.com")
-        code, _ = client.data(big.as_bytes())
+        code, _ = client.data(wire(big))
     assert code == 552
 
 
@@ -130,7 +138,7 @@ def test_extractor_killed_midway_parses_every_mail_exactly_once(stack: Stack) ->
                 client.ehlo_or_helo_if_needed()
                 client.mail(str(msg["From"]))
                 client.rcpt(str(msg["To"]))
-                codes.append(client.data(msg.as_bytes())[0])
+                codes.append(client.data(wire(msg))[0])
                 client.rset()
         return codes
 
