@@ -1,5 +1,5 @@
-"""The console script as deployed: its own process, on uvloop, configured from the environment,
-speaking STARTTLS + AUTH, and stopping cleanly on SIGTERM."""
+"""The console script as deployed: its own process, on uvloop with the tuned garbage collector,
+configured from the environment, speaking STARTTLS + AUTH, and stopping cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ async def test_console_script_end_to_end(
     assert refused[0] == 530
     assert accepted == (250, b"2.0.0 Message accepted")
     assert '"event_loop": "uvloop"' in proc.log_text()
+    assert '"gc_threshold": [10000, 10, 10]' in proc.log_text()  # tune_gc
     events = await Ingress.events_at(nats_server.url)
     assert [(e.tenant, e.tls, e.authenticated) for e, _ in events] == [("acme", True, True)]
     assert await proc.astop(timeout=20) == 0

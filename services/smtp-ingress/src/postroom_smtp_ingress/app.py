@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 import time
@@ -444,6 +445,7 @@ class SmtpIngress:
             "smtp_port": self.port, "smtp_tls_port": self.tls_port,
             "starttls": self.tls_context is not None,
             "event_loop": type(loop).__module__.split(".")[0],  # uvloop or asyncio
+            "gc_threshold": list(gc.get_threshold()),
         })
 
     async def stop(self, runtime: ServiceRuntime, grace: float = 10.0) -> None:
