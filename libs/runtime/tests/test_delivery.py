@@ -35,7 +35,9 @@ from postroom_runtime import (
 )
 from postroom_runtime.deadletters import list_dead_letters, replay_dead_letter
 
-_spec = importlib.util.spec_from_file_location("runtime_test_models", Path(__file__).parent / "models.py")
+_spec = importlib.util.spec_from_file_location(
+    "runtime_test_models", Path(__file__).parent / "models.py"
+)
 models = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
 _spec.loader.exec_module(models)  # type: ignore[union-attr]
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -123,12 +125,13 @@ async def harness_factory(make_harness) -> AsyncIterator[Any]:  # type: ignore[n
         await h.nc.close()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    try:
+        async with asyncio.timeout(within):
+            while not await check():  # noqa: ASYNC110 - polls the NATS server, no local event
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError("condition not met in time") from None
 
 
 async def test_each_event_is_handled_once_even_past_the_dedup_window(harness_factory) -> None:
@@ -247,7 +250,7 @@ async def test_health_ready_and_metrics(harness_factory, nats_server) -> None:
         assert down.headers["content-type"] == "application/problem+json"
         assert down.json()["checks"]["nats"] != "ok"
         nats_server.start()
-        await eventually(lambda: _ready(client), timeout=20)
+        await eventually(lambda: _ready(client), within=20)
 
 
 def test_backoff_grows_and_is_capped() -> None:

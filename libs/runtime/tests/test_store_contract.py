@@ -12,7 +12,9 @@ from sqlalchemy.exc import IntegrityError
 
 from postroom_runtime import Store
 
-_spec = importlib.util.spec_from_file_location("runtime_test_models", Path(__file__).parent / "models.py")
+_spec = importlib.util.spec_from_file_location(
+    "runtime_test_models", Path(__file__).parent / "models.py"
+)
 models = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
 _spec.loader.exec_module(models)  # type: ignore[union-attr]
 MIGRATIONS = Path(__file__).parent / "migrations"

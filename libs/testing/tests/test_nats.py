@@ -8,6 +8,7 @@ import urllib.request
 
 import nats
 from nats.js.api import StreamConfig
+
 from postroom_testing.nats import NatsServer
 
 STREAM = StreamConfig(name="ORDERS", subjects=["orders.>"])

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
 from postroom_testing.plugin import PostgresDatabase
 from postroom_testing.postgres import (
     EmbeddedPostgres,
@@ -14,8 +17,6 @@ from postroom_testing.postgres import (
     find_or_start_server,
     unique_database_name,
 )
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 
 async def test_postgres_url_is_an_empty_database_we_can_write(

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from postroom_testing.procs import ProcessExitedError, ServiceProcess, free_port
 
 

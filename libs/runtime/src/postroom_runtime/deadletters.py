@@ -19,7 +19,9 @@ class StoredLetter:
     letter: DeadLetter
 
 
-async def list_dead_letters(js: JetStreamContext, consumer: str | None = None) -> list[StoredLetter]:
+async def list_dead_letters(
+    js: JetStreamContext, consumer: str | None = None
+) -> list[StoredLetter]:
     try:
         info = await js.stream_info(DLQ_STREAM)
     except NotFoundError:

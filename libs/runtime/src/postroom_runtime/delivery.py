@@ -27,7 +27,7 @@ from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postroom_contracts import DLQ_STREAM, DeadLetter, Event, EVENTS_STREAM, dlq_subject
+from postroom_contracts import DLQ_STREAM, EVENTS_STREAM, DeadLetter, Event, dlq_subject
 
 from .jetstream import MSG_ID, encode, event_headers
 from .logs import mail_key_var

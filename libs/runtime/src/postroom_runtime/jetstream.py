@@ -63,12 +63,14 @@ def encode(event: Event) -> bytes:
     return event.model_dump_json().encode()
 
 
-async def publish_event(broker: Any, event: Event, *, stream: str, timeout: float = 5.0) -> Any:
+async def publish_event(
+    broker: Any, event: Event, *, stream: str, ack_timeout: float = 5.0
+) -> Any:
     """Publish through the FastStream broker (traced) and wait for JetStream's ack."""
     return await broker.publish(
         encode(event),
         subject=event.nats_subject,
         headers=event_headers(event),
         stream=stream,
-        timeout=timeout,
+        timeout=ack_timeout,
     )

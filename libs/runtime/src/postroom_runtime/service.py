@@ -11,24 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from faststream.nats import NatsBroker
+from fastapi import FastAPI
+from faststream.middlewares import AckPolicy
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
-from fastapi import FastAPI
 from nats.js import JetStreamContext
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import REGISTRY, CollectorRegistry
-
-from .blobs import BlobStore, FilesystemBlobStore, NatsBlobStore
-from .delivery import Consumer, DeliveryPolicy, Handler, OutboxRelay
-from faststream.middlewares import AckPolicy
-from faststream.nats import ConsumerConfig, JStream, PullSub
-from faststream.nats.annotations import NatsMessage
 from sqlalchemy import Table
 
 from postroom_contracts import EVENTS_STREAM, Event, subject_filter
 
+from .blobs import BlobStore, FilesystemBlobStore, NatsBlobStore
+from .delivery import Consumer, DeliveryPolicy, Handler, OutboxRelay
 from .http import build_http_app
 from .jetstream import provision_streams
 from .logs import setup_logging
