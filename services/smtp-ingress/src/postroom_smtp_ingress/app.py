@@ -57,8 +57,6 @@ from .handlers import (
 from .store import ReceivedMail, ReceivedMails
 
 log = logging.getLogger("postroom_smtp_ingress")
-_T: list = []
-_TS: dict = {}
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 IDENT = "Postroom ESMTP"
@@ -232,12 +230,6 @@ class IngressHandler:
             responses = [r for r in responses if not r[4:].startswith("AUTH")]
         return responses
 
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):
-        _TS[id(envelope)] = time.perf_counter()
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 OK"
-
     async def handle_RCPT(
         self, server: IngressSMTP, session: Session, envelope: IngressEnvelope, address: str,
         rcpt_options: list[str],
@@ -312,9 +304,7 @@ class IngressHandler:
         mail_key_var.set(",".join(keys.values()))
         span.set_attributes({"postroom.tenants": list(keys),
                              "postroom.mail_keys": list(keys.values())})
-        _t0 = time.perf_counter()
         known = await ingress.mails.known(keys.values())
-        _t1 = time.perf_counter()
         new = [d for d in deliveries if keys[d.tenant] not in known]
         if not new:
             log.info("duplicate mail accepted without a new event")
@@ -323,7 +313,6 @@ class IngressHandler:
         # the dedup lookup says the mail is new: skip the blob store's own existence lookup (one
         # NATS round trip per mail); if the bytes are there already they are stored again
         ref = await ingress.runtime.blobs.put(raw, "message/rfc822", check_exists=False)
-        _t2 = time.perf_counter()
         events = [
             build_event(
                 d, headers, envelope_from=envelope.mail_from or "", raw=ref,
@@ -335,7 +324,6 @@ class IngressHandler:
             await ingress.publish(events[0])
         else:
             await asyncio.gather(*(ingress.publish(event) for event in events))
-        _t3 = time.perf_counter()
         inserted = await ingress.mails.record(
             [
                 ReceivedMail(
@@ -345,12 +333,6 @@ class IngressHandler:
                 for e in events
             ]
         )
-        _t4 = time.perf_counter()
-        _T.append((_t1 - _t0, _t2 - _t1, _t3 - _t2, _t4 - _t3, _t0 - _TS.get(id(envelope), _t0)))
-        if len(_T) % 2000 == 0:
-            import sys
-            n = len(_T[-2000:])
-            print("DEBUGT", [round(sum(x[i] for x in _T[-2000:]) / n * 1000, 2) for i in range(5)], file=sys.stderr, flush=True)
         if not inserted:
             # the new copies were recorded by a concurrent session between lookup and insert
             log.info("duplicate mail accepted (concurrent delivery)")
