@@ -19,6 +19,7 @@ class _ContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = self.service
+        record.__dict__.pop("color_message", None)  # uvicorn's ANSI-coloured duplicate
         span = trace.get_current_span().get_span_context()
         if span.is_valid:
             record.trace_id = format(span.trace_id, "032x")
@@ -45,3 +46,11 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level)
     for noisy in ("uvicorn.access", "mail.log", "nats"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # FastStream's own module logger prints coloured text through a private handler and does
+    # not propagate: route it through ours so every line is JSON
+    import faststream._internal.logger.logging  # noqa: F401  (creates the logger)
+
+    faststream_logger = logging.getLogger("faststream")
+    faststream_logger.handlers.clear()
+    faststream_logger.propagate = True
+    faststream_logger.setLevel(max(logging.WARNING, root.level))
