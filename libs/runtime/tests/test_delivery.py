@@ -366,3 +366,22 @@ async def test_committed_event_redelivered_past_the_limit_is_acked_not_dead_lett
     assert never.outcome == "reject" and broker.published == ["postroom.dlq.c"]
     assert calls == [event.event_id]
     await store.close()
+
+
+async def test_a_stop_request_while_waiting_for_nats_ends_start_up_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postroom_testing.procs import free_port
+
+    monkeypatch.setenv("NATS_URL", f"nats://127.0.0.1:{free_port()}")  # nobody listens
+    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/svc.db")
+    monkeypatch.setenv("HTTP_PORT", "0")
+    runtime = ServiceRuntime(load_settings(RuntimeSettings), migrations=MIGRATIONS,
+                             registry=CollectorRegistry(), configure_logging=False)
+    task = asyncio.create_task(runtime.run_forever())
+    await asyncio.sleep(1.0)
+    assert not task.done()  # still waiting for NATS, not crashed
+    runtime.request_stop()
+    # returns without an exception instead of waiting for NATS to appear
+    await asyncio.wait_for(task, 10)
+    assert runtime.http_port is None  # never started serving

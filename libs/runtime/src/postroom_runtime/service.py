@@ -231,8 +231,20 @@ class ServiceRuntime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
-        await self.start()
+        starting = asyncio.create_task(self.start(), name="start-up")
+        stopping = asyncio.create_task(self._stop.wait(), name="stop-request")
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            # stopped while still starting (e.g. waiting for NATS): stop at once, cleanly
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            log.info("stopped before start-up finished")
+            await self.stop()
+            return
+        stopping.cancel()
         try:
+            starting.result()
             await self._stop.wait()
         finally:
             await self.stop()
