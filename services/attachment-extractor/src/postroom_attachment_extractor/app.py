@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy import select
@@ -218,15 +217,6 @@ def content_disposition(filename: str) -> str:
 
 
 def add_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", ""))}
-            for err in exc.errors()
-        ]
-        return problem(422, "Invalid request", "; ".join(
-            f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors), errors=errors)
-
     @app.get("/documents")
     async def list_documents(
         tenant: str | None = None,
