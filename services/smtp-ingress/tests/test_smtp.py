@@ -548,6 +548,8 @@ async def test_data_span_is_the_parent_of_the_publish(ingress: Ingress) -> None:
     assert data_span.attributes is not None
     assert data_span.attributes["smtp.result"] == "accepted"
     assert list(data_span.attributes["postroom.mail_keys"]) == [event.mail_key]
+    assert list(data_span.attributes["postroom.tenants"]) == ["acme"]
+    assert data_span.attributes["smtp.message.size"] == event.size
     trace_id = format(data_span.context.trace_id, "032x")
     # the event carries the trace: every consumer continues it
     assert headers["traceparent"].split("-")[1] == trace_id

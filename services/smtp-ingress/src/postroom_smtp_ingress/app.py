@@ -82,8 +82,8 @@ class Metrics:
             "postroom_smtp_messages", "Mail transactions by result", ["result"],
             registry=registry,
         )
-        for result in RESULTS:
-            self.messages.labels(result)
+        # the labelled children, looked up once (labels() validates and locks on every call)
+        self.results = {result: self.messages.labels(result) for result in RESULTS}
         self.recipients_rejected = Counter(
             "postroom_smtp_recipients_rejected", "RCPT TO refused, by reply code", ["code"],
             registry=registry,
@@ -198,7 +198,7 @@ class IngressSMTP(SMTP):
 
     async def push(self, status: Any) -> None:
         if (status[:3] == "552" or status[:3] == b"552"):
-            self._metrics.messages.labels("too_big").inc()
+            self._metrics.results["too_big"].inc()
         await super().push(status)
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
@@ -258,9 +258,13 @@ class IngressHandler:
         self.inflight += 1
         self.idle.clear()
         token = mail_key_var.set(None)
-        with self.tracer.start_as_current_span("smtp DATA", kind=SpanKind.SERVER) as span:
+        raw: bytes = envelope.original_content or b""
+        attributes: dict[str, Any] = {}  # set on the span in one call at the end
+        with self.tracer.start_as_current_span(
+            "smtp DATA", kind=SpanKind.SERVER, attributes={"smtp.message.size": len(raw)}
+        ) as span:
             try:
-                result, reply = await self._ingest(server, session, envelope, span)
+                result, reply = await self._ingest(server, session, envelope, raw, attributes)
             except Exception as exc:
                 result, reply = "tempfail", TEMPORARY_FAILURE
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -280,16 +284,16 @@ class IngressHandler:
                 if not self.inflight:
                     self.idle.set()
                 mail_key_var.reset(token)
-            span.set_attribute("smtp.result", result)
-        self.metrics.messages.labels(result).inc()
+            attributes["smtp.result"] = result
+            span.set_attributes(attributes)
+        self.metrics.results[result].inc()
         self.metrics.data_seconds.observe(time.perf_counter() - started)
         return reply
 
     async def _ingest(
-        self, server: IngressSMTP, session: Session, envelope: IngressEnvelope, span: Any
+        self, server: IngressSMTP, session: Session, envelope: IngressEnvelope, raw: bytes,
+        attributes: dict[str, Any],
     ) -> tuple[str, str]:
-        raw: bytes = envelope.original_content or b""
-        span.set_attribute("smtp.message.size", len(raw))
         if has_bare_line_ending(raw):
             log.info("mail refused: bare CR or LF in message data")
             return "rejected", BARE_LINE_ENDING
@@ -302,8 +306,8 @@ class IngressHandler:
         # one mail key per tenant copy; logs carry the keys, never addresses or subjects
         keys = {d.tenant: mail_key(d.tenant, message_id) for d in deliveries}
         mail_key_var.set(",".join(keys.values()))
-        span.set_attributes({"postroom.tenants": list(keys),
-                             "postroom.mail_keys": list(keys.values())})
+        attributes["postroom.tenants"] = list(keys)
+        attributes["postroom.mail_keys"] = list(keys.values())
         known = await ingress.mails.known(keys.values())
         new = [d for d in deliveries if keys[d.tenant] not in known]
         if not new:

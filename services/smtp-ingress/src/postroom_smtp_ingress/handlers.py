@@ -241,10 +241,14 @@ def _decoded(raw: dict[str, str], name: str) -> str | None:
     value = raw.get(name)
     if value is None:
         return None
+    value = _unfold(value)
+    if value.isascii() and "=?" not in value:
+        # no encoded word: the header class would return the same text (it costs ~10 us)
+        return value.strip()
     try:
-        value = str(_UNSTRUCTURED(name, _unfold(value)))
+        value = str(_UNSTRUCTURED(name, value))
     except Exception:  # keep the raw text of a header the parser cannot handle
-        value = _unfold(value)
+        pass
     return _text(value).strip()
 
 
