@@ -13,8 +13,10 @@ Targets, each in its own process (the client is a light raw-asyncio SMTP client 
 * ``baseline``: a plain aiosmtpd ``Controller`` whose ``handle_DATA`` only returns ``250 OK``:
   the cost of SMTP on aiosmtpd itself, on this machine.
 * ``ingress``: the real ``postroom-smtp-ingress`` with its own nats-server (JetStream,
-  ``sync_interval: always``), a temporary SQLite ``DATABASE_URL``, ``BLOB_BACKEND=nats`` and
-  ``TENANTS_SEED_FILE=deploy/tenants.yaml``.  Every reply must be a 250, or the run fails.
+  ``sync_interval: always``), a temporary SQLite ``DATABASE_URL``, ``BLOB_BACKEND=nats``,
+  ``TENANTS_SEED_FILE=deploy/tenants.yaml`` and ``SMTP_WORKERS=--ingress-workers`` (default 2:
+  two processes share the SMTP port; ``--ingress-workers 1`` measures one).  Every reply must
+  be a 250, or the run fails.  Its CPU is that of all its processes plus nats-server's.
 
 Prints a side-by-side table, the ingress/baseline msg/s ratio and the machine, and writes the
 same as JSON with ``--json-out``.  All traffic stays on 127.0.0.1; a run is bounded by
@@ -256,8 +258,24 @@ def _percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[rank - 1]
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User+system CPU seconds of processes (Linux /proc; 0 where unavailable)."""
+def _children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (Linux /proc; none where unavailable)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+                except (OSError, IndexError):
+                    continue
+                if int(fields[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _cpu_seconds(pids: list[int], with_children: bool = False) -> float:
+    """User+system CPU seconds of processes (Linux /proc; 0 where unavailable); with
+    ``with_children`` also of their live child processes (smtp-ingress's SMTP workers)."""
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     for pid in pids:
@@ -266,6 +284,8 @@ def _cpu_seconds(pids: list[int]) -> float:
             total += (int(fields[11]) + int(fields[12])) / tick
         except (OSError, IndexError, ValueError):
             pass
+        if with_children:
+            total += _cpu_seconds(_children(pid))
     return total
 
 
@@ -306,13 +326,15 @@ async def run_load(
         async with asyncio.timeout(max_seconds):
             if warmup:
                 await _run_phase(conns, range(messages, messages + warmup), make)
-            cpu_each0 = [_cpu_seconds([pid]) for pid in server_pids]
+            # (the workers of smtp-ingress live through the whole measured phase)
+            cpu_each0 = [_cpu_seconds([pid], with_children=True) for pid in server_pids]
             cpu_client0 = time.process_time()
             t0 = time.perf_counter()
             phase = await _run_phase(conns, range(messages), make)
             seconds = time.perf_counter() - t0
             cpu_each = [
-                _cpu_seconds([pid]) - c0 for pid, c0 in zip(server_pids, cpu_each0, strict=True)
+                _cpu_seconds([pid], with_children=True) - c0
+                for pid, c0 in zip(server_pids, cpu_each0, strict=True)
             ]
             cpu_server = sum(cpu_each)
             cpu_client = time.process_time() - cpu_client0
@@ -434,6 +456,7 @@ async def bench_ingress(args: argparse.Namespace, workdir: Path) -> Result:
         "SMTP_PORT": str(smtp_port),
         "SMTP_HOSTNAME": "ingress.bench.local",
         "SMTP_MAX_CONNECTIONS_PER_IP": str(args.sessions + 10),
+        "SMTP_WORKERS": str(args.ingress_workers),
         "TENANTS_SEED_FILE": str(REPO_ROOT / "deploy" / "tenants.yaml"),
         "LOG_LEVEL": args.ingress_log_level,
     }
@@ -459,7 +482,8 @@ async def bench_ingress(args: argparse.Namespace, workdir: Path) -> Result:
             pid_names=["smtp-ingress", "nats-server"],
         )
         result.extra["stream_messages_incl_warmup"] = await _stream_counts(nats_server.url)
-        result.extra["server_cpu_includes"] = "smtp-ingress + nats-server"
+        result.extra["server_cpu_includes"] = "smtp-ingress (all its processes) + nats-server"
+        result.extra["smtp_workers"] = args.ingress_workers
         return result
     finally:
         ingress.stop()
@@ -561,6 +585,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--ingress-log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    p.add_argument(
+        "--ingress-workers",
+        type=int,
+        default=2,
+        help="SMTP_WORKERS for smtp-ingress: processes sharing the SMTP port (default 2; the "
+        "service's own default is 1)",
+    )
     p.add_argument("--database-url", help="DATABASE_URL for ingress (default: temp SQLite)")
     p.add_argument(
         "--ingress-command",
@@ -572,6 +603,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.messages < 1 or args.sessions < 1 or args.sessions > 1000:
         p.error("--messages must be >= 1 and --sessions between 1 and 1000")
+    if not 1 <= args.ingress_workers <= 32:
+        p.error("--ingress-workers must be between 1 and 32")
     if args.warmup is None:
         args.warmup = 2 * args.sessions
     return args

@@ -34,6 +34,7 @@ def test_defaults() -> None:
     assert s.tls_context() is None
     # raw MIME up to 512 KiB goes to the one-round-trip KV tier (the runtime's default is off)
     assert s.blob_small_max_bytes == 524_288 and RuntimeSettings().blob_small_max_bytes == 0
+    assert s.smtp_workers == 1  # one process unless SMTP_WORKERS says more
 
 
 def test_from_environment(monkeypatch: pytest.MonkeyPatch, server_cert: tuple[Path, Path]) -> None:

@@ -51,7 +51,12 @@ class ServiceRuntime:
         registry: CollectorRegistry = REGISTRY,
         span_exporter: SpanExporter | None = None,
         configure_logging: bool = True,
+        metrics_registry: CollectorRegistry | None = None,
+        serve_http: bool = True,
     ) -> None:
+        """``registry`` receives the metrics; ``/metrics`` serves ``metrics_registry`` (default:
+        the same; a multi-process service serves the processes' sum there). ``serve_http=False``
+        runs no HTTP server (a service's extra worker processes)."""
         self.settings = settings
         self.name = settings.otel_service_name
         self.migrations = migrations
@@ -76,10 +81,13 @@ class ServiceRuntime:
         )
         self.store = Store(settings.database_url)
         self.blobs: BlobStore | None = None
+        # readiness checks by name; a service may add its own before start
+        self.checks: dict[str, Callable[[], Awaitable[None]]] = {
+            "nats": self._check_nats, "store": self.store.ping, "blobs": self._check_blobs,
+        }
+        self.serve_http = serve_http
         self.http: FastAPI = build_http_app(
-            self.name,
-            {"nats": self._check_nats, "store": self.store.ping, "blobs": self._check_blobs},
-            registry,
+            self.name, self.checks, metrics_registry if metrics_registry is not None else registry,
         )
         self.policy = DeliveryPolicy(
             max_deliver=settings.consumer_max_deliver,
@@ -88,6 +96,7 @@ class ServiceRuntime:
             publish_timeout=settings.publish_timeout_seconds,
         )
         self.on_start: list[Hook] = []
+        self.on_started: list[Hook] = []  # after everything (broker, HTTP) started
         self.on_stop: list[Hook] = []
         self._stop = asyncio.Event()
         self._http_server: uvicorn.Server | None = None
@@ -189,8 +198,11 @@ class ServiceRuntime:
         for hook in self.on_start:
             await hook(self)
         await self.broker.start()
-        await self._start_http()
+        if self.serve_http:
+            await self._start_http()
         log.info("service started", extra={"http_port": self.http_port})
+        for hook in self.on_started:
+            await hook(self)
 
     async def _start_http(self) -> None:
         config = uvicorn.Config(self.http, host=self.settings.http_host,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import shutil
 import sys
+import tempfile
 
-from postroom_runtime import load_settings, run
-
-from .app import build_runtime
-from .config import IngressSettings
+# nothing here may import prometheus_client before setup_worker_metrics() ran
+from .workers import MULTIPROC_ENV, worker_number
 
 
 def use_uvloop() -> bool:
@@ -39,10 +39,37 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
+def setup_worker_metrics() -> str | None:
+    """With ``SMTP_WORKERS`` > 1 every process writes its metrics to files in one folder, which
+    ``prometheus_client`` must know before it is imported. The primary creates the folder (and
+    returns it, to remove it at exit); a worker finds it in the environment it was given."""
+    if worker_number():
+        return None
+    try:
+        workers = int(os.environ.get("SMTP_WORKERS", "1"))
+    except ValueError:
+        return None  # the settings report it
+    if workers <= 1:
+        return None
+    folder = tempfile.mkdtemp(prefix="postroom-smtp-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    return folder
+
+
 def main() -> int:
+    metrics_folder = setup_worker_metrics()
     use_uvloop()
+    from postroom_runtime import load_settings, run
+
+    from .app import build_runtime
+    from .config import IngressSettings
+
     tune_gc()
-    return run(lambda: build_runtime(load_settings(IngressSettings)))
+    try:
+        return run(lambda: build_runtime(load_settings(IngressSettings)))
+    finally:
+        if metrics_folder is not None:
+            shutil.rmtree(metrics_folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import contextlib
 import gc
 import hmac
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,14 @@ from .handlers import (
     smtp_address,
 )
 from .store import ReceivedMail, ReceivedMails
+from .workers import (
+    MULTIPROC_ENV,
+    WorkerFilter,
+    WorkerPool,
+    signal_ready,
+    watch_primary,
+    worker_number,
+)
 
 log = logging.getLogger("postroom_smtp_ingress")
 
@@ -99,7 +108,8 @@ class Metrics:
             registry=registry,
         )
         self.sessions = Gauge(
-            "postroom_smtp_sessions_active", "Open SMTP sessions", registry=registry
+            "postroom_smtp_sessions_active", "Open SMTP sessions", registry=registry,
+            multiprocess_mode="livesum",  # SMTP_WORKERS > 1: the sum over the live processes
         )
 
 
@@ -351,11 +361,22 @@ class IngressHandler:
 
 
 class SmtpIngress:
-    """The SMTP listener(s) of one runtime: started and stopped with it, on its event loop."""
+    """The SMTP listener(s) of one runtime: started and stopped with it, on its event loop.
 
-    def __init__(self, runtime: ServiceRuntime, settings: IngressSettings) -> None:
+    ``worker`` is 0 in the primary (or only) process and 1..N-1 in the workers it starts
+    with ``SMTP_WORKERS=N`` (see ``workers.py``); the primary owns the ``pool``.
+    """
+
+    def __init__(self, runtime: ServiceRuntime, settings: IngressSettings,
+                 worker: int = 0) -> None:
         self.runtime = runtime
         self.settings = settings
+        self.worker = worker
+        self.pool: WorkerPool | None = None
+        if settings.smtp_workers > 1 and worker == 0:
+            self.pool = WorkerPool(settings, settings.smtp_workers - 1)
+            runtime.checks["workers"] = self.pool.check
+        self._watch: asyncio.Task[None] | None = None
         self.metrics = Metrics(runtime.registry)
         self.mails = ReceivedMails(runtime.store)
         self.registry: TenantRegistry | None = None
@@ -426,22 +447,24 @@ class SmtpIngress:
         )
 
     async def start(self, runtime: ServiceRuntime) -> None:
-        if self.seed:
+        if self.seed and self.worker == 0:
             written = await seed_tenants(runtime.js, self.seed)
             log.info("tenant seed applied", extra={"written": written, "seeded": len(self.seed)})
         self.registry = TenantRegistry(runtime.js)
         await self.registry.start()
         loop = asyncio.get_running_loop()
         s = self.settings
+        reuse_port = s.smtp_workers > 1  # the processes share the port(s)
         server = await loop.create_server(
             lambda: self._protocol(implicit_tls=False), s.smtp_host, s.smtp_port,
+            reuse_port=reuse_port,
         )
         self.servers.append(server)
         self.port = server.sockets[0].getsockname()[1]
         if s.smtp_tls_port:
             tls_server = await loop.create_server(
                 lambda: self._protocol(implicit_tls=True), s.smtp_host, s.smtp_tls_port,
-                ssl=self.tls_context,
+                ssl=self.tls_context, reuse_port=reuse_port,
             )
             self.servers.append(tls_server)
             self.tls_port = tls_server.sockets[0].getsockname()[1]
@@ -450,9 +473,24 @@ class SmtpIngress:
             "starttls": self.tls_context is not None,
             "event_loop": type(loop).__module__.split(".")[0],  # uvloop or asyncio
             "gc_threshold": list(gc.get_threshold()),
+            "smtp_workers": s.smtp_workers,
         })
+        if self.pool is not None:
+            assert self.port is not None
+            self.pool.start(self.port, self.tls_port)
+
+    async def started(self, runtime: ServiceRuntime) -> None:
+        """In a worker, once everything runs: tell the primary, and stop with it."""
+        if self.worker:
+            self._watch = asyncio.create_task(watch_primary(runtime.request_stop),
+                                              name="watch-primary")
+            signal_ready()
 
     async def stop(self, runtime: ServiceRuntime, grace: float = 10.0) -> None:
+        if self.pool is not None:
+            self.pool.signal_stop()  # the workers drain in parallel with this process
+        if self._watch is not None:
+            self._watch.cancel()
         for server in self.servers:
             server.close()
         # let transactions already in DATA finish (their senders would otherwise retry)
@@ -465,6 +503,8 @@ class SmtpIngress:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)
         self.servers.clear()
+        if self.pool is not None:
+            await self.pool.stop(grace=grace + 5)
         await self.mails.close()
         if self.registry is not None:
             await self.registry.stop()
@@ -482,10 +522,27 @@ def build_runtime(settings: IngressSettings, **runtime_kwargs: Any) -> IngressRu
     ``runtime_kwargs`` go to :class:`ServiceRuntime` (tests pass a fresh metrics ``registry``
     and a ``span_exporter``). ``SMTP_PORT=0`` binds a free port: see ``runtime.smtp.port``.
     """
-    runtime = IngressRuntime(settings, migrations=MIGRATIONS, **runtime_kwargs)
-    ingress = SmtpIngress(runtime, settings)
+    worker = worker_number() if settings.smtp_workers > 1 else 0
+    if settings.smtp_workers > 1 and os.environ.get(MULTIPROC_ENV):
+        # every process writes its samples to files: /metrics serves their sum
+        from prometheus_client import multiprocess
+
+        exposition = CollectorRegistry()
+        multiprocess.MultiProcessCollector(exposition)
+        runtime_kwargs.setdefault("metrics_registry", exposition)
+    runtime = IngressRuntime(
+        settings,
+        migrations=None if worker else MIGRATIONS,  # the primary migrated before it started us
+        serve_http=not worker,
+        **runtime_kwargs,
+    )
+    if settings.smtp_workers > 1 and runtime_kwargs.get("configure_logging", True):
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(WorkerFilter(worker))
+    ingress = SmtpIngress(runtime, settings, worker)
     runtime.smtp = ingress
     runtime.on_start.append(ingress.start)
+    runtime.on_started.append(ingress.started)
     runtime.on_stop.append(ingress.stop)
 
     @runtime.http.get("/tenants")

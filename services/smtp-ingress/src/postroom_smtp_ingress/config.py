@@ -41,6 +41,10 @@ class IngressSettings(RuntimeSettings):
     smtp_max_connections_per_ip: int = Field(default=20, ge=1)
     smtp_timeout: float = Field(default=300, gt=0)
     tenants_seed_file: Path | None = None
+    smtp_workers: int = Field(
+        default=1, ge=1, le=32,
+        description="SMTP processes sharing the SMTP port(s) (SO_REUSEPORT); see workers.py",
+    )
 
     # Validators run in field order, so each sees the fields declared above it in info.data.
 
