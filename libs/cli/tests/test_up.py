@@ -113,6 +113,7 @@ def test_up_starts_everything_prints_the_addresses_and_stops_cleanly_on_ctrl_c(
 
     nats_pid = pid_in(up.wait_for("nats-server started (pid", timeout=30))
     up.wait_for("Postroom is up.", timeout=120)
+    up.wait_for("Ctrl-C stops everything.", timeout=30)  # the banner's last line
     out = up.output
     assert f"NATS  nats://127.0.0.1:{ports.nats}   (monitoring http://127.0.0.1:{ports.monitor})" \
         in out
