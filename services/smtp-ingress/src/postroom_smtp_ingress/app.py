@@ -530,6 +530,8 @@ def build_runtime(settings: IngressSettings, **runtime_kwargs: Any) -> IngressRu
         exposition = CollectorRegistry()
         multiprocess.MultiProcessCollector(exposition)
         runtime_kwargs.setdefault("metrics_registry", exposition)
+    elif settings.smtp_workers > 1:
+        log.warning("SMTP_WORKERS > 1 without the entry point: /metrics counts this process only")
     runtime = IngressRuntime(
         settings,
         migrations=None if worker else MIGRATIONS,  # the primary migrated before it started us
