@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +26,8 @@ async def measure(pairs: int, concurrency: int, size: int) -> tuple[float, float
 
     from postroom_testing.nats import NatsServer
 
-    server = NatsServer(Path(tempfile.mkdtemp(prefix="bench-nats-")) / "nats", sync_always=True)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-nats-"))
+    server = NatsServer(workdir / "nats", sync_always=True)
     server.start()
     try:
         nc = await nats.connect(server.url)
@@ -53,6 +55,7 @@ async def measure(pairs: int, concurrency: int, size: int) -> tuple[float, float
         await nc.close()
     finally:
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     latencies.sort()
     return pairs / seconds, latencies[len(latencies) // 2] * 1000
 
