@@ -50,11 +50,12 @@ def _records(log: str) -> list[dict[str, Any]]:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie whose parent is gone and not yet reaped counts as ended)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    return True
+    return state not in ("Z", "X")
 
 
 async def _eventually(check: Any, within: float = 20.0) -> None:
