@@ -35,7 +35,6 @@ import email.utils
 import json
 import math
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -47,6 +46,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from benchcommon import machine_info, percentile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -251,13 +252,6 @@ async def _run_phase(
     return phase
 
 
-def _percentile(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
 def _children(pid: int) -> list[int]:
     """Direct child processes of ``pid`` (Linux /proc; none where unavailable)."""
     found = []
@@ -354,8 +348,8 @@ async def run_load(
         size=size,
         seconds=round(seconds, 3),
         msg_per_s=round(len(lat) / seconds, 1),
-        p50_ms=round(_percentile(lat, 50) * 1000, 2),
-        p99_ms=round(_percentile(lat, 99) * 1000, 2),
+        p50_ms=round(percentile(lat, 50) * 1000, 2),
+        p99_ms=round(percentile(lat, 99) * 1000, 2),
         max_ms=round((lat[-1] if lat else math.nan) * 1000, 2),
         errors=phase.errors,
         error_samples=phase.error_samples,
@@ -492,23 +486,6 @@ async def bench_ingress(args: argparse.Namespace, workdir: Path) -> Result:
 
 # ---------------------------------------------------------------------------------------------
 # report
-
-
-def machine_info() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "cpu_model": model,
-        "cpu_cores": os.cpu_count(),
-        "cpu_usable": usable,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(),
-    }
 
 
 def print_report(results: list[Result], machine: dict[str, Any]) -> float | None:

@@ -45,7 +45,6 @@ import io
 import json
 import math
 import os
-import platform
 import queue
 import shutil
 import smtplib
@@ -64,6 +63,9 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
+
+import benchcommon
+from benchcommon import percentile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TENANTS_FILE = REPO_ROOT / "deploy" / "tenants.yaml"
@@ -221,14 +223,6 @@ def build_mail(n: int, run_id: str) -> Mail:
 # statistics
 
 
-def _percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest rank; ``inf`` stands for a mail whose documents never arrived."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
 @dataclass
 class Row:
     scenario: str
@@ -245,14 +239,14 @@ class Row:
 def make_row(scenario: str, latencies_s: list[float], extra: dict[str, Any]) -> Row:
     lat = sorted(latencies_s)
     ms = [v * 1000 for v in lat]
-    p95 = _percentile(ms, 95)
+    p95 = percentile(ms, 95)
     return Row(
         scenario=scenario,
         n=len(lat),
         completed=sum(1 for v in lat if math.isfinite(v)),
-        p50_ms=round(_percentile(ms, 50), 2),
+        p50_ms=round(percentile(ms, 50), 2),
         p95_ms=round(p95, 2),
-        p99_ms=round(_percentile(ms, 99), 2),
+        p99_ms=round(percentile(ms, 99), 2),
         max_ms=round(ms[-1] if ms else math.nan, 2),
         p95_under_2s=p95 < PROMISE_MS,
         extra=extra,
@@ -263,7 +257,7 @@ def _summary(values_s: list[float]) -> str:
     ms = sorted(v * 1000 for v in values_s)
     if not ms:
         return "-"
-    return f"p50 {_percentile(ms, 50):.1f} / p95 {_percentile(ms, 95):.1f} / max {ms[-1]:.1f} ms"
+    return f"p50 {percentile(ms, 50):.1f} / p95 {percentile(ms, 95):.1f} / max {ms[-1]:.1f} ms"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,30 +634,11 @@ def _version(argv: list[str]) -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    import importlib.metadata as md
-
     from postroom_testing.nats import nats_server_binary
 
-    model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    versions = {}
-    for dist in ("nats-py", "reportlab", "openpyxl", "faststream"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            versions[dist] = md.version(dist)
-    return {
-        "cpu_model": model,
-        "cpu_cores": os.cpu_count(),
-        "cpu_usable": usable,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(),
-        "nats_server": _version([nats_server_binary(), "--version"]),
-        "packages": versions,
-    }
+    info = benchcommon.machine_info(("nats-py", "reportlab", "openpyxl", "faststream"))
+    info["nats_server"] = _version([nats_server_binary(), "--version"])
+    return info
 
 
 def _finite(row: dict[str, Any]) -> dict[str, Any]:
