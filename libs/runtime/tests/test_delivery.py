@@ -385,3 +385,34 @@ async def test_a_stop_request_while_waiting_for_nats_ends_start_up_cleanly(
     # returns without an exception instead of waiting for NATS to appear
     await asyncio.wait_for(task, 10)
     assert runtime.http_port is None  # never started serving
+
+
+async def test_outbox_marks_what_it_published_when_a_publish_fails_midway(tmp_path: Path) -> None:
+    from postroom_runtime import OutboxRelay, Store
+
+    store = Store(f"sqlite+aiosqlite:///{tmp_path}/o.db")
+    await store.migrate(MIGRATIONS)
+    events = [MailFailed.caused_by(received(f"<m{i}@x>"), stage="s", error="e") for i in range(3)]
+    async with store.transaction() as s:
+        for e in events:
+            await s.execute(insert(models.outbox).values(
+                event_id=e.event_id, subject=e.nats_subject,
+                payload=e.model_dump_json().encode(), headers=event_headers(e)))
+
+    class FailsOnSecond(_RecordingBroker):
+        async def publish(self, payload: bytes, subject: str, **kw: Any) -> None:
+            if len(self.published) == 1:
+                raise ConnectionError("NATS went away")
+            await super().publish(payload, subject, **kw)
+
+    with pytest.raises(ConnectionError):
+        await OutboxRelay(store, models.outbox, FailsOnSecond()).flush()
+    async with store.sessions() as s:
+        marked = (await s.execute(select(models.outbox.c.event_id, models.outbox.c.published_at)
+                                  .order_by(models.outbox.c.id))).all()
+    assert [row.published_at is not None for row in marked] == [True, False, False]
+    # the next flush publishes the rest, oldest first
+    broker = _RecordingBroker()
+    assert await OutboxRelay(store, models.outbox, broker).flush() == 2
+    assert broker.published == [events[1].nats_subject, events[2].nats_subject]
+    await store.close()

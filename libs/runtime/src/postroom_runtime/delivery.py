@@ -95,17 +95,24 @@ class OutboxRelay:
                 ).all()
             if not rows:
                 return published
-            for row in rows:
-                await self.broker.publish(
-                    bytes(row.payload), subject=row.subject, headers=dict(row.headers),
-                    stream=EVENTS_STREAM, timeout=self.timeout,
-                )
-                async with self.store.transaction() as session:
-                    await session.execute(
-                        update(self.table).where(self.table.c.id == row.id)
-                        .values(published_at=utcnow())
+            done: list[int] = []
+            try:
+                for row in rows:
+                    await self.broker.publish(
+                        bytes(row.payload), subject=row.subject, headers=dict(row.headers),
+                        stream=EVENTS_STREAM, timeout=self.timeout,
                     )
-                published += 1
+                    done.append(row.id)
+            finally:
+                # one commit for the page; rows published before a failure are marked too
+                # (if this commit is lost they are published again: Nats-Msg-Id dedups them)
+                if done:
+                    async with self.store.transaction() as session:
+                        await session.execute(
+                            update(self.table).where(self.table.c.id.in_(done))
+                            .values(published_at=utcnow())
+                        )
+            published += len(done)
             if len(rows) < limit:
                 return published
 

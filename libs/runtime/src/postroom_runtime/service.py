@@ -26,7 +26,7 @@ from sqlalchemy import Table
 from postroom_contracts import EVENTS_STREAM, Event, subject_filter
 
 from .blobs import BlobStore, FilesystemBlobStore, NatsBlobStore
-from .delivery import Consumer, DeliveryPolicy, Handler, OutboxRelay
+from .delivery import Consumer, DeliveryPolicy, Handler
 from .http import build_http_app
 from .jetstream import provision_streams
 from .logs import setup_logging
@@ -122,11 +122,10 @@ class ServiceRuntime:
             on_dead_letter=on_dead_letter,
             concurrency=1 if self.store.is_sqlite else self.settings.consumer_concurrency,
         )
-        relay = OutboxRelay(self.store, outbox, self.broker, self.policy.publish_timeout)
 
         async def flush_outbox(_: ServiceRuntime) -> None:
             # events committed before a crash but never published
-            await relay.flush()
+            await consumer.relay.flush()
 
         self.on_start.append(flush_outbox)
 
