@@ -176,8 +176,6 @@ def service_env(
         "HTTP_HOST": cfg.host,
         "BLOB_BACKEND": "nats",
     }
-    if cfg.tenants_file is not None:
-        env["TENANTS_SEED_FILE"] = str(cfg.tenants_file)
     env.update(environ)
     env.update(cfg.extra_env)
     if env.get("BLOB_BACKEND") == "fs":
