@@ -16,6 +16,7 @@ from .events import (
     MailParsed,
     MailReceived,
     ReplyDrafted,
+    SmtpSession,
     VoicemailTranscribed,
 )
 from .ids import derive_event_id, is_tenant_slug, mail_key, synthetic_message_id
@@ -39,7 +40,7 @@ __all__ = [
     "EVENTS_STREAM", "STREAMS", "TENANTS_BUCKET", "Action", "BlobRef", "DeadLetter",
     "DeliveryFailed", "DeliveryRequested", "DeliverySent", "DocumentMetadata", "DocumentStored",
     "Event", "MailClassified", "MailFailed", "MailParsed", "MailReceived", "MailboxRoute",
-    "ReplyDrafted", "StreamSpec", "Tenant", "TenantSeed", "VoicemailTranscribed",
+    "ReplyDrafted", "SmtpSession", "StreamSpec", "Tenant", "TenantSeed", "VoicemailTranscribed",
     "derive_event_id", "dlq_subject", "is_tenant_slug", "mail_key", "subject_filter",
     "subject_for", "synthetic_message_id",
 ]

@@ -71,6 +71,29 @@ class Event(BaseModel):
 # --- order intake (issue: foundation) -------------------------------------------------
 
 
+class SmtpSession(BaseModel):
+    """What the SMTP server knew about the session that delivered a mail (trace facts, the
+    input of authentication checks such as SPF, which needs the client IP and the HELO)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    client_ip: str = Field(description="IP address of the SMTP client (IPv4 or IPv6 text form)")
+    client_port: int | None = Field(default=None, ge=0, le=65535)
+    helo: str | None = Field(
+        default=None, description="The HELO/EHLO name as the client gave it (not verified)"
+    )
+    esmtp: bool = Field(default=False, description="The client greeted with EHLO")
+    tls_version: str | None = Field(
+        default=None, description="e.g. 'TLSv1.3'; None when the session was not encrypted"
+    )
+    tls_cipher: str | None = None
+    tls_bits: int | None = Field(default=None, ge=0)
+    auth_user: str | None = Field(
+        default=None, description="SMTP AUTH identity; None when not authenticated"
+    )
+    auth_mechanism: str | None = Field(default=None, description="e.g. 'PLAIN', 'LOGIN'")
+
+
 class MailReceived(Event):
     """A mail was accepted (SMTP 250) and its raw MIME is stored."""
 
@@ -83,7 +106,10 @@ class MailReceived(Event):
     message_id_synthetic: bool = False
     mailbox: str = Field(description="Local part before '+', e.g. 'orders'")
     actions: list[str] = Field(default_factory=list, description="What the registry says to do")
-    envelope_from: str
+    envelope_from: str = Field(
+        description="Envelope sender (the MAIL FROM reverse path); '' for the null sender "
+        "'<>' (bounces, DSNs)"
+    )
     recipients: list[str] = Field(min_length=1)
     header_from: str | None = None
     subject: str | None = None
@@ -92,6 +118,14 @@ class MailReceived(Event):
     raw: BlobRef
     tls: bool = False
     authenticated: bool = False
+    message_id_reused: bool = Field(
+        default=False,
+        description="This tenant already received another mail (other content) with this "
+        "Message-ID; this one is a separate mail with its own mail_key",
+    )
+    smtp: SmtpSession | None = Field(
+        default=None, description="Session facts (client, HELO, TLS, AUTH); None: not via SMTP"
+    )
 
 
 class DocumentMetadata(BaseModel):
