@@ -190,6 +190,120 @@ class MailFailed(Event):
     error: str
 
 
+# --- mail authentication (SPF, DKIM, DMARC, ARC, iprev) ----------------------------------
+
+SpfResult = Literal["none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"]
+DkimResult = Literal["pass", "fail", "neutral", "policy", "temperror", "permerror"]
+DmarcResult = Literal["none", "pass", "fail", "temperror", "permerror"]
+ArcResult = Literal["none", "pass", "fail"]
+IprevResult = Literal["pass", "fail", "temperror", "permerror"]
+
+
+class SpfVerdict(BaseModel):
+    """SPF (RFC 7208) of the MAIL FROM identity; of the HELO identity for the null sender."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    result: SpfResult
+    identity: Literal["mailfrom", "helo"]
+    domain: str | None = Field(description="The domain whose SPF record was evaluated")
+    smtp_mailfrom: str | None = Field(
+        default=None, description="Domain of the reverse path (smtp.mailfrom); None for '<>'"
+    )
+    smtp_helo: str | None = Field(default=None, description="The HELO/EHLO name (smtp.helo)")
+    reason: str | None = Field(default=None, description="Why, in words (not for parsing)")
+
+
+class DkimVerdict(BaseModel):
+    """One DKIM-Signature header field (RFC 6376), topmost first."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    result: DkimResult
+    domain: str | None = Field(description="d= of the signature (header.d)")
+    selector: str | None = Field(description="s= of the signature (header.s)")
+    algorithm: str | None = Field(default=None, description="a=, e.g. 'rsa-sha256'")
+    signature_prefix: str | None = Field(
+        default=None, description="First 8 characters of b= (header.b, RFC 6008)"
+    )
+    reason: str | None = Field(default=None, description="Why, in words (not for parsing)")
+
+
+class DmarcVerdict(BaseModel):
+    """DMARC (RFC 7489): is an SPF or DKIM pass aligned with the RFC5322.From domain, and
+    what the domain owner asks for when not."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    result: DmarcResult
+    header_from: str | None = Field(description="Domain of the From header field (header.from)")
+    policy: Literal["none", "quarantine", "reject"] | None = Field(
+        default=None,
+        description="The policy that applies to this mail: p=, or sp= when the record was "
+        "found at the organizational domain of a subdomain; None without a record",
+    )
+    policy_domain: str | None = Field(
+        default=None, description="Where the DMARC record was found (_dmarc.<policy_domain>)"
+    )
+    spf_alignment: Literal["relaxed", "strict"] | None = Field(
+        default=None, description="aspf= of the record"
+    )
+    dkim_alignment: Literal["relaxed", "strict"] | None = Field(
+        default=None, description="adkim= of the record"
+    )
+    spf_aligned: bool = Field(default=False, description="SPF passed for an aligned domain")
+    dkim_aligned: bool = Field(
+        default=False, description="A DKIM signature passed for an aligned domain"
+    )
+    reason: str | None = Field(default=None, description="Why, in words (not for parsing)")
+
+
+class ArcVerdict(BaseModel):
+    """ARC (RFC 8617) chain validation; present only when the mail carries ARC sets."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    result: ArcResult
+    chain_length: int = Field(ge=0, description="Number of ARC sets (the highest i=)")
+    reason: str | None = Field(default=None, description="Why, in words (not for parsing)")
+
+
+class IprevVerdict(BaseModel):
+    """iprev (RFC 8601 section 3): the client IP's PTR name resolves back to the IP."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    result: IprevResult
+    ip: str = Field(description="The SMTP client's IP address (policy.iprev)")
+    hostname: str | None = Field(default=None, description="The PTR name that confirmed it")
+    reason: str | None = Field(default=None, description="Why, in words (not for parsing)")
+
+
+class MailAuthenticated(Event):
+    """SPF, DKIM, DMARC, ARC and iprev of a received mail were verified (after the 250)."""
+
+    event_type: ClassVar[str] = "mail.authenticated"
+    schema_version: ClassVar[int] = 1
+
+    message_id: str
+    authserv_id: str = Field(description="Who verified (the authserv-id of the header)")
+    spf: SpfVerdict | None = Field(
+        default=None, description="None when the client IP is unknown (not received over SMTP)"
+    )
+    dkim: list[DkimVerdict] = Field(
+        default_factory=list, description="One per signature; empty: no signature (dkim=none)"
+    )
+    dmarc: DmarcVerdict
+    arc: ArcVerdict | None = Field(default=None, description="None: the mail has no ARC sets")
+    iprev: IprevVerdict | None = Field(
+        default=None, description="None when the client IP is unknown"
+    )
+    authentication_results: str = Field(
+        description="Value of the Authentication-Results header field (RFC 8601) to prepend "
+        "as 'Authentication-Results: <value>' (folded with CRLF + tab when long)"
+    )
+
+
 # --- drafts for later issues ------------------------------------------------------------
 
 
@@ -286,6 +400,7 @@ CATALOGUE: tuple[type[Event], ...] = (
     DocumentStored,
     MailParsed,
     MailFailed,
+    MailAuthenticated,
     VoicemailTranscribed,
     MailClassified,
     ReplyDrafted,
