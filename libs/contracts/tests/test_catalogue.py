@@ -1,5 +1,5 @@
 import json
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -16,7 +16,7 @@ from postroom_contracts import (
     mail_key,
     synthetic_message_id,
 )
-from postroom_contracts.catalogue import asyncapi_document, check, event_schema, incompatibilities
+from postroom_contracts.catalogue import asyncapi_document, check, event_schema
 
 SHA = "ab" * 32
 BLOB = BlobRef(bucket="postroom-blobs", key=f"sha256/{SHA}", size=10, sha256=SHA)
@@ -111,50 +111,6 @@ def test_asyncapi_lists_every_event_on_its_subject() -> None:
     addresses = {c["address"] for c in doc["channels"].values()}
     for event in CATALOGUE:
         assert f"postroom.{event.event_type}.{{tenant}}" in addresses
-
-
-class _V1(Event):
-    event_type: ClassVar[str] = "test.thing"
-    schema_version: ClassVar[int] = 1
-    version: Literal[1] = 1
-    name: str
-    count: int = 0
-
-
-def _schema_of(**fields: Any) -> dict[str, Any]:
-    namespace: dict[str, Any] = {"__annotations__": {}}
-    for name, (annotation, default) in fields.items():
-        namespace["__annotations__"][name] = annotation
-        if default is not ...:
-            namespace[name] = default
-    cls = type("_V1x", (Event,), {**namespace, "event_type": "test.thing", "schema_version": 1,
-                                   "__annotations__": {**namespace["__annotations__"],
-                                                       "version": Literal[1]},
-                                   "version": 1, "__module__": __name__})
-    return event_schema(cls)
-
-
-def test_compatibility_rules_catch_breaking_changes() -> None:
-    old = event_schema(_V1)
-    assert incompatibilities(old, old) == []
-    # adding an optional field is compatible
-    assert incompatibilities(old, _schema_of(name=(str, ...), count=(int, 0),
-                                             note=(str | None, None))) == []
-    # removing a field breaks consumers
-    assert any("count: removed" in p for p in incompatibilities(old, _schema_of(name=(str, ...))))
-    # retyping a field breaks consumers
-    assert any("count: type" in p for p in
-               incompatibilities(old, _schema_of(name=(str, ...), count=(str, ""))))
-    # a new required field breaks old producers' payloads
-    assert any("extra: newly required" in p for p in
-               incompatibilities(old, _schema_of(name=(str, ...), count=(int, 0),
-                                                 extra=(int, ...))))
-    # widening to accept null is compatible; the nested BlobRef is compared too
-    assert incompatibilities(old, _schema_of(name=(str, ...), count=(int | None, 0))) == []
-    nested_old = event_schema(DocumentStored)
-    nested_new = json.loads(json.dumps(nested_old))
-    del nested_new["$defs"]["BlobRef"]["properties"]["sha256"]
-    assert any("blob.sha256: removed" in p for p in incompatibilities(nested_old, nested_new))
 
 
 def test_field_constraints_are_in_the_schema() -> None:

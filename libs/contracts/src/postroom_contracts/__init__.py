@@ -1,5 +1,6 @@
 """Postroom's public event catalogue: events, subjects, streams and the tenant registry model."""
 
+from .codec import decode
 from .events import (
     BY_TYPE,
     CATALOGUE,
@@ -42,12 +43,12 @@ from .subjects import (
 from .tenants import Action, MailboxRoute, Tenant, TenantSeed
 
 __all__ = [
-    "BLOBS_BUCKET", "BY_TYPE", "CATALOGUE", "DEAD_LETTERS", "DLQ_STREAM", "EVENTS",
-    "EVENTS_STREAM", "STREAMS", "TENANTS_BUCKET", "Action", "ArcVerdict", "BlobRef", "DeadLetter",
-    "DeliveryFailed", "DeliveryRequested", "DeliverySent", "DkimVerdict", "DmarcVerdict",
-    "DocumentMetadata", "DocumentStored", "Event", "IprevVerdict", "MailAuthenticated",
-    "MailClassified", "MailFailed", "MailParsed", "MailReceived", "MailboxRoute",
-    "ReplyDrafted", "SmtpSession", "SpfVerdict", "StreamSpec", "Tenant", "TenantSeed",
-    "VoicemailTranscribed", "derive_event_id", "dlq_subject", "is_tenant_slug", "mail_key",
-    "subject_filter", "subject_for", "synthetic_message_id",
+    "BLOBS_BUCKET", "BY_TYPE", "CATALOGUE", "DEAD_LETTERS", "DLQ_STREAM", "EVENTS", "EVENTS_STREAM",
+    "STREAMS", "TENANTS_BUCKET", "Action", "ArcVerdict", "BlobRef", "DeadLetter", "DeliveryFailed",
+    "DeliveryRequested", "DeliverySent", "DkimVerdict", "DmarcVerdict", "DocumentMetadata",
+    "DocumentStored", "Event", "IprevVerdict", "MailAuthenticated", "MailClassified", "MailFailed",
+    "MailParsed", "MailReceived", "MailboxRoute", "ReplyDrafted", "SmtpSession", "SpfVerdict",
+    "StreamSpec", "Tenant", "TenantSeed", "VoicemailTranscribed", "decode", "derive_event_id",
+    "dlq_subject", "is_tenant_slug", "mail_key", "subject_filter", "subject_for",
+    "synthetic_message_id",
 ]

@@ -1,16 +1,20 @@
 """Generated artefacts of the catalogue: one JSON Schema per event version, one AsyncAPI document.
 
 ``python -m postroom_contracts generate`` writes them into libs/contracts/schemas/;
-``python -m postroom_contracts check`` fails on drift or on an incompatible change made without
-a version bump. Old versions' schema files stay committed: they are the compatibility baseline.
+``python -m postroom_contracts check`` fails on drift, on an incompatible change (in place or in
+a new revision: every revision of an event type must be compatible with every earlier one, by
+the rules of :mod:`postroom_contracts.compatibility`) and on a ``version`` field pinned to one
+revision. Earlier revisions' schema files stay committed: they are the compatibility baseline.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .compatibility import incompatibilities
 from .events import CATALOGUE, DeadLetter, Event
 from .subjects import DEAD_LETTERS, DLQ_PREFIX, EVENTS, PREFIX
 
@@ -31,8 +35,12 @@ PRODUCERS: dict[str, str] = {
 }
 
 
-def schema_path(event: type[Event], version: int | None = None) -> Path:
-    return SCHEMA_DIR / event.event_type / f"v{version or event.schema_version}.json"
+def schema_path(
+    event: type[Event], version: int | None = None, schema_dir: Path | None = None
+) -> Path:
+    """The schema file of one revision of ``event`` (default: its current one)."""
+    revision = version or event.schema_version
+    return (schema_dir or SCHEMA_DIR) / event.event_type / f"v{revision}.json"
 
 
 def event_schema(event: type[Event]) -> dict[str, Any]:
@@ -40,6 +48,9 @@ def event_schema(event: type[Event]) -> dict[str, Any]:
     schema["$id"] = f"urn:postroom:event:{event.event_type}:v{event.schema_version}"
     schema["x-subject"] = f"{PREFIX}.{event.event_type}.{{tenant}}"
     schema["x-draft"] = event.draft
+    if event.deprecated:
+        schema["deprecated"] = True
+        schema["x-deprecated"] = event.deprecated
     return schema
 
 
@@ -106,70 +117,95 @@ def asyncapi_document() -> dict[str, Any]:
     }
 
 
-# --- compatibility ---------------------------------------------------------------------------
+# --- revisions and their compatibility (the rules: compatibility.py) -------------------------
+
+BREAKING_HINT = (
+    "A breaking change is a new major event type on its own subject (e.g. '<type>.v2'), "
+    "published side by side with this one until its consumers moved (docs/architecture.md, "
+    "'Versions and compatibility')"
+)
 
 
-def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
-    ref = schema.get("$ref")
-    if ref and ref.startswith("#/$defs/"):
-        return root["$defs"][ref.removeprefix("#/$defs/")]
-    return schema
+def pinned_version(event: type[Event]) -> str | None:
+    """Why a reader built on ``event`` would refuse a later revision (None: it accepts them)."""
+    field = event.model_fields.get("version")
+    if field is None:
+        return "no `version` field"
+    if field.annotation is not int:
+        return (f"`version` is declared as {field.annotation!r}: a consumer built on it refuses "
+                "every later revision; remove the declaration (Event declares `version: int`, "
+                "defaulting to schema_version)")
+    if field.default != event.schema_version:
+        return f"`version` defaults to {field.default}, not to schema_version"
+    return None
 
 
-def _types(schema: dict[str, Any], root: dict[str, Any]) -> set[str]:
-    schema = _resolve(schema, root)
-    if "anyOf" in schema:
-        out: set[str] = set()
-        for option in schema["anyOf"]:
-            out |= _types(option, root)
-        return out
-    if "const" in schema:
-        return {f"const:{schema['const']!r}"}
-    if "enum" in schema:
-        return {f"enum:{v!r}" for v in schema["enum"]}
-    if "type" in schema:
-        return {schema["type"]} if isinstance(schema["type"], str) else set(schema["type"])
-    if "$ref" in schema:
-        return {schema["$ref"]}
-    return {"any"}
+def _breaking(event: type[Event], generated: dict[str, Any], schema_dir: Path | None,
+              ) -> list[str]:
+    """Why ``generated`` is incompatible with any committed revision of ``event``."""
+    out: list[str] = []
+    for revision in range(1, event.schema_version + 1):
+        path = schema_path(event, revision, schema_dir)
+        if path.exists():
+            out += [f"against v{revision}: {reason}" for reason in
+                    incompatibilities(json.loads(path.read_text()), generated)]
+    return out
 
 
-def incompatibilities(
-    old: dict[str, Any], new: dict[str, Any], path: str = "", old_root: Any = None,
-    new_root: Any = None,
+def schema_problems(
+    events: Iterable[type[Event]] = CATALOGUE, schema_dir: Path | None = None
 ) -> list[str]:
-    """Why ``new`` is not backward compatible with ``old`` (empty when it is).
-
-    Backward compatible means every payload valid under ``new`` is understood by a consumer
-    written for ``old``, and every field ``old`` promised is still there with the same type:
-    no property removed, no property retyped or narrowed, no new required property.
-    """
-    old_root = old_root or old
-    new_root = new_root or new
-    old = _resolve(old, old_root)
-    new = _resolve(new, new_root)
+    """What is wrong between ``events`` and their committed schema files."""
+    root = schema_dir or SCHEMA_DIR
     problems: list[str] = []
-    old_props = old.get("properties", {})
-    new_props = new.get("properties", {})
-    for name, old_prop in old_props.items():
-        where = f"{path}.{name}" if path else name
-        if name not in new_props:
-            problems.append(f"{where}: removed")
-            continue
-        new_prop = new_props[name]
-        old_t, new_t = _types(old_prop, old_root), _types(new_prop, new_root)
-        if old_t != new_t and not old_t <= new_t | {"any"}:
-            problems.append(f"{where}: type changed {sorted(old_t)} -> {sorted(new_t)}")
-        elif not old_t <= new_t:
-            problems.append(f"{where}: type narrowed {sorted(old_t)} -> {sorted(new_t)}")
-        o, n = _resolve(old_prop, old_root), _resolve(new_prop, new_root)
-        if "properties" in o or "properties" in n:
-            problems += incompatibilities(o, n, where, old_root, new_root)
-    added_required = set(new.get("required", [])) - set(old.get("required", []))
-    for name in sorted(added_required):
-        where = f"{path}.{name}" if path else name
-        problems.append(f"{where}: newly required")
+    for event in events:
+        name = f"{event.event_type} v{event.schema_version}"
+        if (pinned := pinned_version(event)) is not None:
+            problems.append(f"{name}: {pinned}")
+        generated = event_schema(event)
+        if breaking := _breaking(event, generated, schema_dir):
+            problems.append(f"{name}: incompatible change: {'; '.join(breaking)}. "
+                            f"{BREAKING_HINT}")
+        for revision in range(1, event.schema_version):
+            path = schema_path(event, revision, schema_dir)
+            if not path.exists():
+                problems.append(f"{event.event_type} v{revision}: schema file of an earlier "
+                                f"revision missing ({path.relative_to(root.parent)}); it is the "
+                                "baseline later revisions are checked against")
+        for later in sorted((root / event.event_type).glob("v*.json")):
+            number = later.stem.removeprefix("v")
+            if number.isdigit() and int(number) > event.schema_version:
+                problems.append(f"{name}: {later.relative_to(root.parent)} is committed: a "
+                                "revision number never goes back")
+        path = schema_path(event, event.schema_version, schema_dir)
+        if not path.exists():
+            problems.append(f"{name}: no committed schema ({path.relative_to(root.parent)}); "
+                            "run `python -m postroom_contracts generate`")
+        elif json.loads(path.read_text()) != json.loads(_dump(generated)) and not breaking:
+            problems.append(f"{name}: schema drift; run `python -m postroom_contracts generate`")
     return problems
+
+
+def write_schemas(
+    events: Iterable[type[Event]] = CATALOGUE, schema_dir: Path | None = None
+) -> list[Path]:
+    """Write each event's current revision; refuse (SystemExit) an incompatible one."""
+    written: list[Path] = []
+    for event in events:
+        name = f"{event.event_type} v{event.schema_version}"
+        if (pinned := pinned_version(event)) is not None:
+            raise SystemExit(f"{name}: {pinned}")
+        generated = event_schema(event)
+        if breaking := _breaking(event, generated, schema_dir):
+            raise SystemExit(f"{name}: incompatible change ({'; '.join(breaking)}). "
+                             f"{BREAKING_HINT}")
+        path = schema_path(event, event.schema_version, schema_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = _dump(generated)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            written.append(path)
+    return written
 
 
 def _dump(data: dict[str, Any]) -> str:
@@ -178,31 +214,7 @@ def _dump(data: dict[str, Any]) -> str:
 
 def check() -> list[str]:
     """Everything wrong between the models and the committed artefacts."""
-    problems: list[str] = []
-    for event in CATALOGUE:
-        path = schema_path(event)
-        generated = event_schema(event)
-        if not path.exists():
-            problems.append(f"{event.event_type} v{event.schema_version}: no committed schema "
-                            f"({path.relative_to(SCHEMA_DIR.parent)}); run generate")
-            continue
-        committed = json.loads(path.read_text())
-        if committed == json.loads(_dump(generated)):
-            continue
-        breaking = incompatibilities(committed, generated)
-        if breaking:
-            problems.append(
-                f"{event.event_type} v{event.schema_version}: incompatible change without a "
-                f"version bump: {'; '.join(breaking)}"
-            )
-        else:
-            problems.append(f"{event.event_type} v{event.schema_version}: schema drift; run "
-                            "`python -m postroom_contracts generate`")
-        # an older version must never be edited in place either
-    for event in CATALOGUE:
-        for version in range(1, event.schema_version):
-            if not schema_path(event, version).exists():
-                problems.append(f"{event.event_type} v{version}: old schema file missing")
+    problems = schema_problems()
     if not ASYNCAPI_FILE.exists() or json.loads(ASYNCAPI_FILE.read_text()) != json.loads(
         _dump(asyncapi_document())
     ):
@@ -211,23 +223,8 @@ def check() -> list[str]:
 
 
 def generate() -> list[Path]:
-    """Write schemas; refuse to overwrite a committed version with an incompatible one."""
-    written: list[Path] = []
-    for event in CATALOGUE:
-        path = schema_path(event)
-        generated = event_schema(event)
-        if path.exists():
-            breaking = incompatibilities(json.loads(path.read_text()), generated)
-            if breaking:
-                raise SystemExit(
-                    f"{event.event_type} v{event.schema_version}: incompatible change "
-                    f"({'; '.join(breaking)}): bump schema_version instead"
-                )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = _dump(generated)
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
-            written.append(path)
+    """Write schemas; refuse a revision incompatible with a committed one."""
+    written = write_schemas()
     text = _dump(asyncapi_document())
     if not ASYNCAPI_FILE.exists() or ASYNCAPI_FILE.read_text() != text:
         ASYNCAPI_FILE.write_text(text)

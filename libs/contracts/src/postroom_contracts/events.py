@@ -1,12 +1,29 @@
 """Every event Postroom publishes. This module is the single source of truth.
 
-Rules (checked by tests/test_catalogue.py against the committed schemas):
-- each event class has an ``event_type`` and a ``schema_version``; the subject is
-  ``postroom.<event_type>.<tenant>``;
-- a compatible change (a new optional field) keeps the version; removing or retyping a field,
-  or adding a required one, needs a version bump;
-- consumers ignore fields they do not know (``extra="ignore"``), so producers can add
-  optional fields without breaking anyone.
+Versioning (``python -m postroom_contracts check`` enforces it against the committed schemas):
+
+- An event type (``event_type``) is a contract with its own subject,
+  ``postroom.<event_type>.<tenant>``. Every revision of it is compatible with every other,
+  in both directions: a consumer built for revision N reads payloads of later revisions
+  (forward) and of earlier ones still in the stream, the dead letters or a replay (backward).
+- ``schema_version`` is the revision; every payload carries it as ``version``. Readers accept
+  any revision (``version`` is an ``int``, never a ``Literal`` pin) and ignore fields they do
+  not know (``extra="ignore"``): decode with :func:`postroom_contracts.decode`. A compatible
+  change may be made in place (regenerate the schema); bump ``schema_version`` when readers
+  need to tell the payloads apart (e.g. a new field whose absence meant "unknown" before and
+  means "none" from now on). The old revision's schema file stays committed as a baseline:
+  the new revision must be compatible with every earlier one.
+- Compatible means (postroom_contracts.compatibility has the full rules): add optional fields
+  with a default their schema accepts, change descriptions; nothing else. Never remove,
+  retype, widen (``str`` -> ``str | None``) or narrow a field, add or remove a ``Literal`` /
+  enum value, add, loosen or tighten a constraint (length, pattern, format, bounds, item
+  counts), make a field required, or change an optional field's default; recursively in
+  nested models, list items and dict values.
+- A breaking change is a new major: a new event type named ``<type>.v<major>`` (e.g.
+  ``mail.received.v2``, subject ``postroom.mail.received.v2.<tenant>``, its own schemas with
+  revisions from 1), published side by side with the old type until every consumer moved.
+  The old type is then marked ``deprecated`` (the reason and the date publishing ends; the
+  schema says ``deprecated: true``) and removed from the catalogue after that date.
 """
 
 from __future__ import annotations
@@ -44,6 +61,9 @@ class Event(BaseModel):
     event_type: ClassVar[str]
     schema_version: ClassVar[int]
     draft: ClassVar[bool] = False
+    deprecated: ClassVar[str | None] = None
+    """Set on a type being replaced by a new major: what replaces it and until when it is
+    published (e.g. "replaced by mail.received.v2; published until 2027-06-30")."""
 
     event_id: str = Field(description="Unique id; derived from the cause, so repeats share it")
     occurred_at: datetime = Field(default_factory=utcnow)
@@ -52,6 +72,24 @@ class Event(BaseModel):
     causation_id: str | None = Field(
         default=None, description="event_id of the event that caused this one (None: origin)"
     )
+    version: int = Field(
+        default=1, ge=1,
+        description="Revision of the event type's schema the producer wrote (its "
+        "schema_version). Readers accept every revision, later ones included, and ignore "
+        "fields they do not know",
+    )
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """A class's ``version`` defaults to its ``schema_version``: declare only the latter."""
+        super().__pydantic_init_subclass__(**kwargs)
+        revision = cls.__dict__.get("schema_version")
+        field = cls.model_fields.get("version")
+        if isinstance(revision, int) and field is not None and field.default != revision \
+                and field.annotation is int:
+            field.default = revision
+            cls.model_rebuild(force=True)
+
     @property
     def nats_subject(self) -> str:
         return subject_for(self.event_type, self.tenant)
@@ -99,7 +137,6 @@ class MailReceived(Event):
 
     event_type: ClassVar[str] = "mail.received"
     schema_version: ClassVar[int] = 1
-    version: Literal[1] = 1
 
     source: Literal["smtp", "imap", "webhook"] = "smtp"
     message_id: str
@@ -144,7 +181,6 @@ class DocumentStored(Event):
 
     event_type: ClassVar[str] = "document.stored"
     schema_version: ClassVar[int] = 1
-    version: Literal[1] = 1
 
     document_id: str
     index: int = Field(ge=0, description="Position of the attachment within the mail")
@@ -163,7 +199,6 @@ class MailParsed(Event):
 
     event_type: ClassVar[str] = "mail.parsed"
     schema_version: ClassVar[int] = 1
-    version: Literal[1] = 1
 
     message_id: str
     subject: str | None = None
@@ -184,7 +219,6 @@ class MailFailed(Event):
 
     event_type: ClassVar[str] = "mail.failed"
     schema_version: ClassVar[int] = 1
-    version: Literal[1] = 1
 
     stage: str
     error: str
@@ -312,7 +346,6 @@ class VoicemailTranscribed(Event):
 
     event_type: ClassVar[str] = "voicemail.transcribed"
     schema_version: ClassVar[int] = 1
-    version: Literal[1] = 1
     draft: ClassVar[bool] = True
 
     document_id: str
@@ -328,7 +361,6 @@ class MailClassified(Event):
 
     event_type: ClassVar[str] = "mail.classified"
     schema_version: ClassVar[int] = 1
-    version: Literal[1] = 1
     draft: ClassVar[bool] = True
 
     category: str
@@ -343,7 +375,6 @@ class ReplyDrafted(Event):
 
     event_type: ClassVar[str] = "reply.drafted"
     schema_version: ClassVar[int] = 1
-    version: Literal[1] = 1
     draft: ClassVar[bool] = True
 
     reply_id: str
@@ -360,7 +391,6 @@ class DeliveryRequested(Event):
 
     event_type: ClassVar[str] = "delivery.requested"
     schema_version: ClassVar[int] = 1
-    version: Literal[1] = 1
     draft: ClassVar[bool] = True
 
     delivery_id: str
@@ -375,7 +405,6 @@ class DeliverySent(Event):
 
     event_type: ClassVar[str] = "delivery.sent"
     schema_version: ClassVar[int] = 1
-    version: Literal[1] = 1
     draft: ClassVar[bool] = True
 
     delivery_id: str
@@ -387,7 +416,6 @@ class DeliveryFailed(Event):
 
     event_type: ClassVar[str] = "delivery.failed"
     schema_version: ClassVar[int] = 1
-    version: Literal[1] = 1
     draft: ClassVar[bool] = True
 
     delivery_id: str
