@@ -19,9 +19,9 @@ CSV, all distinct per mail, and its own Message-ID.  All mails are built before 
 
 Measured per mail: the time from the final ``250`` reply to DATA to the arrival of its third
 ``document.stored`` event (events are matched by their ``mail_key``, which the ingress derives
-as ``postroom_contracts.mail_key(tenant, message_id)``).  A mail whose three events do not
-arrive within ``--max-seconds`` counts as infinitely late.  ``--warmup`` mails (default 5) go
-first, each waited for, and are not counted.
+as ``postroom_contracts.mail_key(tenant, message_id, sha256 of the message as sent)``).  A mail
+whose three events do not arrive within ``--max-seconds`` counts as infinitely late.
+``--warmup`` mails (default 5) go first, each waited for, and are not counted.
 
 The in-run baseline ("floor") on the same machine and nats-server: a bare JetStream publish of a
 4 KiB message to a file stream, waiting for its ack, to its arrival at a core-NATS subscriber
@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -216,7 +217,11 @@ def build_mail(n: int, run_id: str) -> Mail:
         csv_bytes(po, n, run_id), maintype="text", subtype="csv", filename=f"{po}.csv"
     )
     message_id = str(msg["Message-ID"])
-    return Mail(n, message_id, mail_key(TENANT, message_id), msg.as_bytes(policy=policy.SMTP))
+    wire = msg.as_bytes(policy=policy.SMTP)
+    # what the server receives: smtplib ends the data with CRLF if it does not already
+    received = wire if wire.endswith(b"\r\n") else wire + b"\r\n"
+    content = hashlib.sha256(received).hexdigest()
+    return Mail(n, message_id, mail_key(TENANT, message_id, content), wire)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -96,10 +96,34 @@ def test_tenant_and_payload_validation() -> None:
 
 
 def test_synthetic_message_id_is_deterministic() -> None:
-    a = synthetic_message_id("a@x", "b@y", "PO", "Mon, 1 Jan 2024")
-    assert a == synthetic_message_id("a@x", "b@y", "PO", "Mon, 1 Jan 2024")
-    assert a != synthetic_message_id("a@x", "b@y", "PO 2", "Mon, 1 Jan 2024")
-    assert a.startswith("<synthetic-") and a.endswith("@postroom.generated>") and len(a) == 47
+    a = synthetic_message_id("a@x", "b@y", "PO", "Mon, 1 Jan 2024", "0" * 64)
+    assert a == synthetic_message_id("a@x", "b@y", "PO", "Mon, 1 Jan 2024", "0" * 64)
+    assert a != synthetic_message_id("a@x", "b@y", "PO 2", "Mon, 1 Jan 2024", "0" * 64)
+    assert a.startswith("<synthetic-") and a.endswith("@postroom.generated>") and len(a) == 63
+
+
+def test_synthetic_message_ids_of_different_mails_do_not_collide() -> None:
+    base = ("a@x", "b@y", "PO", "Mon, 1 Jan 2024", "0" * 64)
+    variants = [
+        # the same characters split differently between neighbouring fields
+        ("a@xb", "@y", "PO", "Mon, 1 Jan 2024", "0" * 64),
+        ("a@x", "b@yP", "O", "Mon, 1 Jan 2024", "0" * 64),
+        ("a@x", "b@y", "POMon,", " 1 Jan 2024", "0" * 64),
+        ('a@x", "b@y', "", "PO", "Mon, 1 Jan 2024", "0" * 64),  # a separator inside a field
+        # same headers, another body
+        ("a@x", "b@y", "PO", "Mon, 1 Jan 2024", "1" * 64),
+    ]
+    ids = {synthetic_message_id(*fields) for fields in [base, *variants]}
+    assert len(ids) == 1 + len(variants)
+
+
+def test_mail_key_with_content_tells_apart_mails_that_reuse_a_message_id() -> None:
+    first = mail_key("acme", "<po-1@x>", "a" * 64)
+    assert first == mail_key("acme", " <po-1@x> ", "a" * 64)  # stable for the same mail
+    assert first != mail_key("acme", "<po-1@x>", "b" * 64)  # same Message-ID, other content
+    assert first != mail_key("globex", "<po-1@x>", "a" * 64)
+    assert first != mail_key("acme", "<po-1@x>")  # the key of mails from before content keys
+    assert len(first) == 32
 
 
 def test_committed_schemas_and_asyncapi_match_the_models() -> None:

@@ -35,6 +35,17 @@ def test_defaults() -> None:
     # raw MIME up to 512 KiB goes to the one-round-trip KV tier (the runtime's default is off)
     assert s.blob_small_max_bytes == 524_288 and RuntimeSettings().blob_small_max_bytes == 0
     assert s.smtp_workers == 1  # one process unless SMTP_WORKERS says more
+    # loopback is exempt from the per-IP cap, as Postfix's default $mynetworks
+    assert [str(n) for n in s.trusted_networks] == ["127.0.0.0/8", "::1/128"]
+
+
+def test_trusted_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMTP_TRUSTED_NETWORKS", " 10.0.0.0/8, 192.0.2.7 ,2001:db8::/32,")
+    s = load_settings(IngressSettings)
+    assert [str(n) for n in s.trusted_networks] == ["10.0.0.0/8", "192.0.2.7/32",
+                                                     "2001:db8::/32"]
+    monkeypatch.setenv("SMTP_TRUSTED_NETWORKS", "")
+    assert load_settings(IngressSettings).trusted_networks == ()  # nobody is exempt
 
 
 def test_from_environment(monkeypatch: pytest.MonkeyPatch, server_cert: tuple[Path, Path]) -> None:
@@ -77,6 +88,8 @@ def test_empty_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"SMTP_PORT": "70000"}, "SMTP_PORT"),
         ({"SMTP_MAX_RECIPIENTS": "0"}, "SMTP_MAX_RECIPIENTS"),
         ({"TENANTS_SEED_FILE": "/nonexistent.yaml"}, "TENANTS_SEED_FILE"),
+        ({"SMTP_TRUSTED_NETWORKS": "127.0.0.0/8,localhost"}, "SMTP_TRUSTED_NETWORKS"),
+        ({"SMTP_TRUSTED_NETWORKS": "10.0.0.0/33"}, "'10.0.0.0/33' is not a network"),
     ],
 )
 def test_bad_configuration_names_the_variable(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import email.utils
+import hashlib
+from datetime import UTC, datetime, timedelta, timezone
+from email import policy
 from typing import Any
 
 import pytest
@@ -10,6 +14,7 @@ from hypothesis import strategies as st
 
 from postroom_contracts import (
     BlobRef,
+    SmtpSession,
     Tenant,
     derive_event_id,
     mail_key,
@@ -183,9 +188,11 @@ def test_raw_utf8_headers_are_decoded() -> None:
 def test_missing_message_id_gets_the_contract_synthetic_id() -> None:
     raw = RAW.replace(b"Message-ID:  <po-1@supplier.example> \r\n", b"")
     headers = h.read_headers(raw)
+    body = raw.partition(b"\r\n\r\n")[2]
     expected = synthetic_message_id(
         "Supplier <buyer@supplier.example>", "orders+acme@intake.example.com",
         "Bestellung für März", "Sat, 21 Nov 2026 10:00:00 +0000",
+        hashlib.sha256(body).hexdigest(),
     )
     assert headers.message_id == expected
     assert headers.message_id.startswith("<synthetic-")
@@ -193,6 +200,20 @@ def test_missing_message_id_gets_the_contract_synthetic_id() -> None:
     # same mail again: same id (so the retry is a duplicate); another subject: another id
     assert h.read_headers(raw).message_id == expected
     assert h.read_headers(raw.replace(b"M=C3=A4rz", b"April")).message_id != expected
+    # same headers, another body: another mail, another id
+    assert h.read_headers(raw.replace(b"in-the-body", b"other-body")).message_id != expected
+
+
+def test_synthetic_ids_do_not_collide_when_header_text_moves_between_fields() -> None:
+    def mail(sender: str, subject: str) -> bytes:
+        return (f"From: {sender}\r\nSubject: {subject}\r\nDate: Sat, 21 Nov 2026\r\n\r\n"
+                "body\r\n").encode()
+
+    # from + subject concatenated are the same text in both mails
+    a = h.read_headers(mail("a@x.example", "POorder"))
+    b = h.read_headers(mail("a@x.examplePO", "order"))
+    assert a.message_id_synthetic and b.message_id_synthetic
+    assert a.message_id != b.message_id
 
 
 def test_unusable_message_ids_are_replaced() -> None:
@@ -210,21 +231,136 @@ def test_headers_only_message_and_empty_header_section() -> None:
     assert headers.message_id_synthetic and headers.subject is None
 
 
+SESSION = SmtpSession(client_ip="192.0.2.7", client_port=40000, helo="mx.supplier.example",
+                      esmtp=True, tls_version="TLSv1.3", tls_cipher="TLS_AES_256_GCM_SHA384",
+                      tls_bits=256)
+
+
 def test_build_event_derives_ids_from_the_mail_key() -> None:
     delivery = h.TenantDelivery("acme", "orders", ["extract"], ["orders+acme@intake.example.com"])
     headers = h.read_headers(RAW)
-    ref = BlobRef(bucket="b", key="sha256/" + "0" * 64, size=len(RAW), sha256="0" * 64)
-    event = h.build_event(delivery, headers, envelope_from="buyer@supplier.example", raw=ref,
-                          tls=True, authenticated=False)
-    key = mail_key("acme", "<po-1@supplier.example>")
+    content = hashlib.sha256(RAW).hexdigest()
+    ref = BlobRef(bucket="b", key="sha256/" + "0" * 64, size=len(RAW) + 10, sha256="0" * 64)
+    event = h.build_event(delivery, headers, content_sha256=content,
+                          envelope_from="buyer@supplier.example", raw=ref, session=SESSION)
+    key = mail_key("acme", "<po-1@supplier.example>", content)
     assert event.mail_key == key
     assert event.event_id == derive_event_id(key, "mail.received")
     assert event.nats_subject == "postroom.mail.received.acme"
-    assert (event.mailbox, event.actions, event.size, event.tls) == ("orders", ["extract"],
-                                                                     len(RAW), True)
-    again = h.build_event(delivery, headers, envelope_from="other@x", raw=ref, tls=False,
-                          authenticated=False)
+    assert (event.mailbox, event.actions, event.size) == ("orders", ["extract"], len(RAW) + 10)
+    assert (event.tls, event.authenticated, event.smtp) == (True, False, SESSION)
+    assert event.message_id_reused is False
+    again = h.build_event(delivery, headers, content_sha256=content, envelope_from="other@x",
+                          raw=ref)
     assert again.event_id == event.event_id  # a retry publishes the same Nats-Msg-Id
+    other = h.build_event(delivery, headers, content_sha256="f" * 64, envelope_from="other@x",
+                          raw=ref, message_id_reused=True)
+    assert other.mail_key != key and other.event_id != event.event_id  # another mail
+    assert other.message_id_reused is True
+
+
+@pytest.mark.parametrize(("mail_from", "recorded"), [
+    ("<>", ""), ("", ""), (None, ""), ("a@b.example", "a@b.example"),
+])
+def test_null_reverse_path_is_recorded_empty(mail_from: str | None, recorded: str) -> None:
+    assert h.reverse_path(mail_from) == recorded
+
+
+@pytest.mark.parametrize(("peer", "expected"), [
+    (("192.0.2.1", 25), ("192.0.2.1", 25)),
+    (("::1", 25, 0, 0), ("::1", 25)),
+    (("::ffff:192.0.2.1", 25, 0, 0), ("192.0.2.1", 25)),  # a dual-stack listener
+    (("fe80::1%eth0", 25, 0, 2), ("fe80::1%eth0", 25)),
+    (None, ("unknown", None)),
+])
+def test_client_address(peer: Any, expected: tuple[str, int | None]) -> None:
+    assert h.client_address(peer) == expected
+
+
+# --- the Received header ---------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 21, 10, 0, 5, tzinfo=UTC)
+
+
+def test_received_header_in_the_postfix_form() -> None:
+    header = h.received_header(SESSION, by="mx.postroom.test", queue_id="4F3A9C2B1D0E",
+                               recipients=["orders+acme@intake.example.com"], now=NOW)
+    assert header == (
+        b"Received: from mx.supplier.example (unknown [192.0.2.7])\r\n"
+        b"\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))\r\n"
+        b"\tby mx.postroom.test (Postroom) with ESMTPS id 4F3A9C2B1D0E\r\n"
+        b"\tfor <orders+acme@intake.example.com>; Sat, 21 Nov 2026 10:00:05 +0000\r\n"
+    )
+    # what a mail reader sees: one header, unfolded, with a date it can parse
+    msg = email.message_from_bytes(header + b"Subject: x\r\n\r\nbody\r\n",
+                                   policy=policy.default)
+    [received] = msg.get_all("Received")
+    assert received.replace("\t", " ").startswith(
+        "from mx.supplier.example (unknown [192.0.2.7]) (using TLSv1.3")  # unfolded
+    assert email.utils.parsedate_to_datetime(str(received).rpartition(";")[2]) == NOW
+    assert msg["Subject"] == "x"
+
+
+@pytest.mark.parametrize(("session", "smtputf8", "protocol"), [
+    (SmtpSession(client_ip="192.0.2.7", helo="a", esmtp=False), False, "SMTP"),
+    (SmtpSession(client_ip="192.0.2.7", helo="a", esmtp=True), False, "ESMTP"),
+    (SESSION, False, "ESMTPS"),
+    (SmtpSession(client_ip="192.0.2.7", helo="a", esmtp=True, auth_user="u"), False, "ESMTPA"),
+    (SESSION.model_copy(update={"auth_user": "u"}), False, "ESMTPSA"),
+    (SESSION.model_copy(update={"auth_user": "u"}), True, "UTF8SMTPSA"),
+    (SmtpSession(client_ip="192.0.2.7", helo="a", esmtp=True), True, "UTF8SMTP"),
+])
+def test_received_protocol_per_rfc_3848(session: SmtpSession, smtputf8: bool,
+                                        protocol: str) -> None:
+    header = h.received_header(session, by="mx", queue_id="Q", recipients=[], now=NOW,
+                               smtputf8=smtputf8)
+    assert f" (Postroom) with {protocol} id Q;".encode() in header
+
+
+def test_received_header_without_tls_ipv6_and_several_recipients() -> None:
+    session = SmtpSession(client_ip="2001:db8::25", helo="[IPv6:2001:db8::25]", esmtp=True)
+    header = h.received_header(session, by="mx", queue_id="Q", recipients=["a@x", "b@x"],
+                               now=datetime(2026, 11, 21, 11, 0,
+                                            tzinfo=timezone(timedelta(hours=1))))
+    assert header == (b"Received: from [IPv6:2001:db8::25] (unknown [IPv6:2001:db8::25])\r\n"
+                      b"\tby mx (Postroom) with ESMTP id Q; Sat, 21 Nov 2026 11:00:00 +0100\r\n")
+
+
+@pytest.mark.parametrize("helo", [
+    "evil\r\nX-Injected: yes",
+    "evil\rX-Injected: yes",
+    "evil\nX-Injected: yes",
+    "a.example (localhost [127.0.0.1]) by trusted.example with ESMTPSA id X; date",
+    "für.example\udcff\x00\x1b[31m",
+    "x" * 2000,
+])
+def test_a_hostile_helo_cannot_break_or_forge_the_received_header(helo: str) -> None:
+    session = SmtpSession(client_ip="192.0.2.7", helo=helo, esmtp=True)
+    header = h.received_header(session, by="mx", queue_id="Q", recipients=["a@x"], now=NOW)
+    assert not h.has_bare_line_ending(header)
+    lines = header.split(b"\r\n")
+    assert lines[-1] == b"" and len(lines) == 4  # "from", "by", "for ...; date", end
+    assert all(len(line) <= 998 for line in lines)
+    from_clause = lines[0].removeprefix(b"Received: from ").rpartition(b" (unknown ")[0]
+    assert set(from_clause) <= set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                   b"0123456789.-_:[]?")
+    assert lines[1] == b"\tby mx (Postroom) with ESMTP id Q"
+    msg = email.message_from_bytes(header + b"\r\nbody\r\n", policy=policy.default)
+    assert list(msg.keys()) == ["Received"]
+
+
+@pytest.mark.parametrize(("recipient", "smtputf8", "written"), [
+    ("orders+acme@intake.example.com", False, True),
+    ('"a>b; c"@intake.example.com', False, False),  # valid, but not written into the header
+    ("jürgen+globex@globex.example", True, True),
+    ("jürgen+globex@globex.example", False, False),
+])
+def test_received_for_clause(recipient: str, smtputf8: bool, written: bool) -> None:
+    session = SmtpSession(client_ip="192.0.2.7", helo="a", esmtp=True)
+    header = h.received_header(session, by="mx", queue_id="Q", recipients=[recipient], now=NOW,
+                               smtputf8=smtputf8)
+    assert (f"for <{recipient}>;".encode() in header) is written
+    assert header.endswith(b"; Sat, 21 Nov 2026 10:00:05 +0000\r\n")
 
 
 # --- MAIL FROM / RCPT TO addresses: the same answers as aiosmtpd's own parser ------------------

@@ -4,18 +4,22 @@ nats-server: reply codes, events in the stream, rows in the store."""
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import logging
+import re
 import smtplib
 import socket
+import string
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 from smtp_ingress_testkit import DOMAIN, Ingress, make_mail, wait_for
 
-from postroom_contracts import BlobRef, Tenant, derive_event_id, mail_key
+from postroom_contracts import BlobRef, MailReceived, Tenant, derive_event_id, mail_key
 from postroom_runtime.tenants import put_tenant
 from postroom_smtp_ingress import handlers as h
 from postroom_smtp_ingress.store import ReceivedMails
@@ -49,15 +53,55 @@ async def send(ingress: Ingress, recipients: list[str], raw: bytes,
     return data
 
 
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def stored(ingress: Ingress, event: MailReceived) -> tuple[bytes, bytes]:
+    """The stored raw mail of an event, split into our Received header (the first header,
+    folded lines included) and the rest: the message exactly as the client sent it."""
+    assert ingress.runtime.blobs is not None
+    blob = await ingress.runtime.blobs.get(event.raw)
+    assert blob.startswith(b"Received: from ")
+    end = re.search(rb"\r\n(?![ \t])", blob)
+    assert end is not None
+    return blob[:end.end()], blob[end.end():]
+
+
+RECEIVED = re.compile(
+    r"Received: from (?P<helo>\S+) \(unknown \[(?P<ip>[^\]]+)\]\)\r\n"
+    r"(?:\t\(using (?P<tls>\S+) with cipher (?P<cipher>\S+) \((?P<bits>\d+)/(?P=bits) bits\)\)"
+    r"\r\n)?"
+    r"\tby (?P<by>\S+) \(Postroom\) with (?P<protocol>[A-Z0-9]+) id (?P<id>[0-9A-F]{12})"
+    r"(?:\r\n\tfor <(?P<rcpt>[^>]+)>)?; (?P<date>[^\r\n]+)\r\n"
+)
+
+
+def parse_received(header: bytes) -> dict[str, str]:
+    match = RECEIVED.fullmatch(header.decode())
+    assert match is not None, header
+    return match.groupdict()
+
+
 # --- 250 and 250 duplicate ------------------------------------------------------------------
 
 
 async def test_accepted_mail_is_stored_published_and_recorded(ingress: Ingress) -> None:
     raw = make_mail()
-    assert await send(ingress, [ACME], raw) == (250, b"2.0.0 Message accepted")
+
+    def run() -> tuple[tuple[int, bytes], int]:
+        with smtp(ingress) as client:
+            port = client.sock.getsockname()[1]
+            client.mail(SENDER)
+            client.rcpt(ACME)
+            return client.data(raw), port
+
+    before = datetime.now(UTC).replace(microsecond=0)
+    reply, client_port = await asyncio.to_thread(run)
+    assert reply == (250, b"2.0.0 Message accepted")
 
     [(event, headers)] = await ingress.events()
-    key = mail_key("acme", "<order-1@supplier.example>")
+    key = mail_key("acme", "<order-1@supplier.example>", sha256(raw))
     assert event.tenant == "acme" and event.mail_key == key
     assert event.event_id == derive_event_id(key, "mail.received")
     assert headers["Nats-Msg-Id"] == event.event_id
@@ -65,19 +109,34 @@ async def test_accepted_mail_is_stored_published_and_recorded(ingress: Ingress) 
     assert event.envelope_from == SENDER
     assert event.subject == "Purchase order 4711"
     assert event.message_id == "<order-1@supplier.example>" and not event.message_id_synthetic
+    assert not event.message_id_reused
     assert (event.tls, event.authenticated) == (False, False)
-    # claim check: the blob holds exactly the bytes received
-    assert event.size == len(raw) == event.raw.size
-    assert event.raw.sha256 == hashlib.sha256(raw).hexdigest()
-    assert ingress.runtime.blobs is not None
-    assert await ingress.runtime.blobs.get(event.raw) == raw
+    # the session, as the subscriber (e.g. SPF) needs it
+    assert event.smtp is not None
+    assert event.smtp.model_dump() == {
+        "client_ip": "127.0.0.1", "client_port": client_port, "helo": "client.example",
+        "esmtp": True, "tls_version": None, "tls_cipher": None, "tls_bits": None,
+        "auth_user": None, "auth_mechanism": None,
+    }
+    # claim check: the blob holds our Received header, then exactly the bytes received
+    received, content = await stored(ingress, event)
+    assert content == raw
+    assert event.size == event.raw.size == len(received) + len(raw)
+    assert event.raw.sha256 == sha256(received + raw)
     assert event.raw.bucket == "postroom-blobs-small"  # one round trip, not three
+    trace = parse_received(received)
+    assert {k: trace[k] for k in ("helo", "ip", "tls", "by", "protocol", "rcpt")} == {
+        "helo": "client.example", "ip": "127.0.0.1", "tls": None, "by": "postroom.local",
+        "protocol": "ESMTP", "rcpt": ACME}
+    stamped = email.utils.parsedate_to_datetime(trace["date"])
+    assert before <= stamped <= datetime.now(UTC)
 
     [row] = await ingress.rows()
     assert (row["tenant"], row["message_id"], row["mail_key"], row["event_id"]) == (
         "acme", "<order-1@supplier.example>", key, event.event_id)
-    assert (row["raw_sha256"], row["size"], row["state"]) == (event.raw.sha256, len(raw),
+    assert (row["raw_sha256"], row["size"], row["state"]) == (event.raw.sha256, event.size,
                                                               "RECEIVED")
+    assert row["content_sha256"] == sha256(raw)
     assert ingress.metric("postroom_smtp_messages_total", result="accepted") == 1
 
 
@@ -92,19 +151,65 @@ async def test_mail_above_the_small_blob_threshold_goes_to_the_object_store(
     events = {e.message_id: e for e, _ in await ingress.events()}
     assert events["<s@x>"].raw.bucket == "postroom-blobs-small"
     assert events["<l@x>"].raw.bucket == "postroom-blobs"
-    assert ingress.runtime.blobs is not None
-    assert await ingress.runtime.blobs.get(events["<l@x>"].raw) == large
+    assert (await stored(ingress, events["<l@x>"]))[1] == large
 
 
-async def test_same_message_id_again_is_a_duplicate_without_new_event(ingress: Ingress) -> None:
-    assert (await send(ingress, [ACME], make_mail()))[0] == 250
-    # a resend with another body but the same Message-ID, to another mailbox of the tenant
-    again = make_mail(body="resent", to=f"support+acme@{DOMAIN}")
-    assert await send(ingress, [f"support+acme@{DOMAIN}"], again) == (
+async def test_same_mail_again_is_a_duplicate_without_new_event(ingress: Ingress) -> None:
+    raw = make_mail()
+    assert (await send(ingress, [ACME], raw))[0] == 250
+    # the same mail resent, even to another mailbox of the tenant: a duplicate
+    assert await send(ingress, [f"support+acme@{DOMAIN}"], raw) == (
         250, b"2.0.0 Message accepted (duplicate)")
     assert len(await ingress.events()) == 1
     assert len(await ingress.rows()) == 1
     assert ingress.metric("postroom_smtp_messages_total", result="duplicate") == 1
+
+
+async def test_a_reused_message_id_with_other_content_is_a_new_mail(ingress: Ingress) -> None:
+    """Some senders (ERPs, scanners) put one Message-ID on every mail: a mail with a Message-ID
+    seen before but other content is accepted as the new mail it is, and flagged."""
+    from postroom_runtime.logs import _ContextFilter
+
+    first = make_mail(subject="Purchase order 4711")
+    second = make_mail(subject="Purchase order 4712", body="Another order.")
+    assert (await send(ingress, [ACME], first))[0] == 250
+
+    records: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Capture()
+    handler.addFilter(_ContextFilter("smtp-ingress"))
+    logger = logging.getLogger("postroom_smtp_ingress")
+    saved_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        assert await send(ingress, [ACME], second) == (250, b"2.0.0 Message accepted")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved_level)
+    # and each of the two again: a duplicate of its own
+    assert await send(ingress, [ACME], second) == (250, b"2.0.0 Message accepted (duplicate)")
+    assert await send(ingress, [ACME], first) == (250, b"2.0.0 Message accepted (duplicate)")
+
+    events = [e for e, _ in await ingress.events()]
+    assert [e.subject for e in events] == ["Purchase order 4711", "Purchase order 4712"]
+    assert [e.message_id for e in events] == ["<order-1@supplier.example>"] * 2
+    assert [e.message_id_reused for e in events] == [False, True]
+    assert events[0].mail_key != events[1].mail_key
+    assert events[1].mail_key == mail_key("acme", "<order-1@supplier.example>", sha256(second))
+    assert (await stored(ingress, events[1]))[1] == second
+    rows = await ingress.rows()
+    assert [r["mail_key"] for r in rows] == [e.mail_key for e in events]
+    assert ingress.metric("postroom_smtp_message_id_reused_total") == 1
+    assert ingress.metric("postroom_smtp_messages_total", result="accepted") == 2
+    assert ingress.metric("postroom_smtp_messages_total", result="duplicate") == 2
+    [reused] = [r for r in records if r.getMessage().startswith("Message-ID reused")]
+    assert reused.reused_mail_keys == [events[1].mail_key]  # type: ignore[attr-defined]
+    assert reused.mail_key == events[1].mail_key  # type: ignore[attr-defined]
 
 
 async def test_dedup_is_per_tenant(ingress: Ingress) -> None:
@@ -124,6 +229,19 @@ async def test_missing_message_id_gets_synthetic_id_and_dedups(ingress: Ingress)
     assert event.message_id.startswith("<synthetic-")
 
 
+async def test_mails_without_message_id_that_differ_only_in_the_body_are_two_mails(
+    ingress: Ingress,
+) -> None:
+    first = make_mail(message_id=None, body="Order 1: 10 pallets.")
+    second = make_mail(message_id=None, body="Order 2: 12 pallets.")
+    assert await send(ingress, [ACME], first) == (250, b"2.0.0 Message accepted")
+    assert await send(ingress, [ACME], second) == (250, b"2.0.0 Message accepted")
+    events = [e for e, _ in await ingress.events()]
+    assert len({e.message_id for e in events}) == 2
+    assert not any(e.message_id_reused for e in events)
+    assert [(await stored(ingress, e))[1] for e in events] == [first, second]
+
+
 async def test_recipients_of_two_tenants_give_two_events(ingress: Ingress) -> None:
     raw = make_mail()
     recipients = [ACME, f"x+globex@{DOMAIN}", f"support+acme@{DOMAIN}"]
@@ -135,9 +253,12 @@ async def test_recipients_of_two_tenants_give_two_events(ingress: Ingress) -> No
     assert events["acme"].mailbox == "orders"
     assert events["globex"].recipients == [f"x+globex@{DOMAIN}"]
     assert events["globex"].actions == ["classify"]
-    assert events["acme"].mail_key == mail_key("acme", "<order-1@supplier.example>")
-    assert events["globex"].mail_key == mail_key("globex", "<order-1@supplier.example>")
+    assert events["acme"].mail_key == mail_key("acme", "<order-1@supplier.example>", sha256(raw))
+    assert events["globex"].mail_key == mail_key("globex", "<order-1@supplier.example>",
+                                                 sha256(raw))
     assert events["acme"].raw == events["globex"].raw  # one blob
+    # several recipients: the Received header names none of them (as Postfix)
+    assert parse_received((await stored(ingress, events["acme"]))[0])["rcpt"] is None
     assert sorted(r["tenant"] for r in await ingress.rows()) == ["acme", "globex"]
 
     # again to both, plus a copy for a tenant that has not seen it: only that one is new
@@ -366,8 +487,7 @@ async def test_dot_stuffing_is_undone(ingress: Ingress) -> None:
     replies = await asyncio.to_thread(raw_session, ingress.port, payload, wait_for_replies=6)
     assert b"250 2.0.0 Message accepted\r\n" in replies
     [(event, _)] = await ingress.events()
-    assert ingress.runtime.blobs is not None
-    assert await ingress.runtime.blobs.get(event.raw) == raw
+    assert (await stored(ingress, event))[1] == raw
 
 
 # --- TLS, AUTH ----------------------------------------------------------------------------------
@@ -391,6 +511,7 @@ async def test_starttls_then_auth(start_ingress: Any, server_cert: Any, client_t
             except smtplib.SMTPAuthenticationError as exc:
                 out["bad_login"] = exc.smtp_code
             out["login"] = client.login("alice", "s3cret:with-colon")
+            out["tls"] = (client.sock.version(), *client.sock.cipher()[::2])
             client.mail(SENDER)
             client.rcpt(ACME)
             out["data"] = client.data(make_mail())
@@ -407,6 +528,16 @@ async def test_starttls_then_auth(start_ingress: Any, server_cert: Any, client_t
     assert out["data"] == (250, b"2.0.0 Message accepted")
     [(event, _)] = await ingress.events()
     assert (event.tls, event.authenticated) == (True, True)
+    # what the client negotiated is what the event and the Received header say
+    version, cipher, bits = out["tls"]
+    assert event.smtp is not None
+    assert (event.smtp.tls_version, event.smtp.tls_cipher, event.smtp.tls_bits) == out["tls"]
+    assert (event.smtp.auth_user, event.smtp.auth_mechanism) == ("alice", "PLAIN")
+    assert (event.smtp.helo, event.smtp.esmtp) == ("client.example", True)
+    trace = parse_received((await stored(ingress, event))[0])
+    assert (trace["tls"], trace["cipher"], trace["bits"]) == (version, cipher, str(bits))
+    assert trace["protocol"] == "ESMTPSA"  # RFC 3848: ESMTP + STARTTLS + AUTH
+    assert "alice" not in (await stored(ingress, event))[0].decode()  # the user is not written
 
 
 async def test_require_tls_refuses_mail_before_starttls(
@@ -491,6 +622,151 @@ async def test_implicit_tls_listener(
     assert data == (250, b"2.0.0 Message accepted")
     [(event, _)] = await ingress.events()
     assert (event.tls, event.authenticated) == (True, True)
+    assert event.smtp is not None and event.smtp.tls_version in ("TLSv1.2", "TLSv1.3")
+    assert event.smtp.tls_cipher and event.smtp.tls_bits
+    trace = parse_received((await stored(ingress, event))[0])
+    assert (trace["tls"], trace["protocol"]) == (event.smtp.tls_version, "ESMTPSA")
+
+
+# --- null sender, HELO, the Received header against hostile input ---------------------------
+
+
+async def test_null_sender_is_accepted_and_recorded_as_an_empty_reverse_path(
+    ingress: Ingress,
+) -> None:
+    bounce = make_mail(message_id="<dsn-1@mx.supplier.example>",
+                       subject="Undelivered Mail Returned to Sender")
+
+    def run() -> tuple[dict[str, Any], tuple[int, bytes]]:
+        with smtp(ingress) as client:
+            refused = client.sendmail("", [ACME], bounce)  # MAIL FROM:<>
+            return refused, client.noop()
+
+    refused, noop = await asyncio.to_thread(run)
+    assert refused == {} and noop[0] == 250
+    # the same over a raw socket, with a parameter after the null path
+    dsn = make_mail(message_id="<dsn-2@mx.supplier.example>")
+    payload = (commands("EHLO mx.supplier.example", "MAIL FROM:<> BODY=8BITMIME",
+                        f"RCPT TO:<{ACME}>", "DATA")
+               + dsn + b".\r\n" + commands("QUIT"))
+    replies = await asyncio.to_thread(raw_session, ingress.port, payload, wait_for_replies=6)
+    finals = [ln.rstrip() for ln in replies if ln[3:4] == b" "]
+    assert finals[1:] == [b"250 OK", b"250 2.1.5 Recipient OK",
+                          b"354 End data with <CR><LF>.<CR><LF>", b"250 2.0.0 Message accepted",
+                          b"221 Bye"]
+    events = [e for e, _ in await ingress.events()]
+    assert [e.message_id for e in events] == ["<dsn-1@mx.supplier.example>",
+                                              "<dsn-2@mx.supplier.example>"]
+    assert [e.envelope_from for e in events] == ["", ""]
+    assert [(await stored(ingress, e))[1] for e in events] == [bounce, dsn]
+
+
+async def test_helo_instead_of_ehlo(ingress: Ingress) -> None:
+    def run() -> Any:
+        with smtplib.SMTP("127.0.0.1", ingress.port, timeout=30) as client:
+            client.helo("old.client.example")
+            return client.sendmail(SENDER, [ACME], make_mail())
+
+    assert await asyncio.to_thread(run) == {}
+    [(event, _)] = await ingress.events()
+    assert event.smtp is not None
+    assert (event.smtp.helo, event.smtp.esmtp) == ("old.client.example", False)
+    assert parse_received((await stored(ingress, event))[0])["protocol"] == "SMTP"
+
+
+@pytest.mark.parametrize("helo", [
+    b"evil.example\rX-Injected: yes",
+    b"evil.example (localhost [127.0.0.1])\tby trusted.example with ESMTPSA id X; date",
+    "f\u00fcr.example \u202e".encode(),
+    b"x" * 400,
+])
+async def test_a_hostile_helo_cannot_break_the_stored_mail(ingress: Ingress, helo: bytes) -> None:
+    raw = make_mail()
+    payload = (b"EHLO " + helo + b"\r\n"
+               + commands("MAIL FROM:<a@b.example>", f"RCPT TO:<{ACME}>", "DATA")
+               + raw + b".\r\n" + commands("QUIT"))
+    replies = await asyncio.to_thread(raw_session, ingress.port, payload, wait_for_replies=6)
+    assert b"250 2.0.0 Message accepted\r\n" in replies
+    [(event, _)] = await ingress.events()
+    received, content = await stored(ingress, event)
+    assert content == raw
+    trace = parse_received(received)  # still exactly our header, in its form
+    assert set(trace["helo"]) <= set(string.ascii_letters + string.digits + ".-_:[]?")
+    assert trace["by"] == "postroom.local" and trace["ip"] == "127.0.0.1"
+    assert event.smtp is not None
+    assert event.smtp.helo == helo.decode()  # the event keeps what was given
+    from email import message_from_bytes, policy
+
+    msg = message_from_bytes(received + content, policy=policy.default)
+    assert "X-Injected" not in msg
+    assert len(msg.get_all("Received") or []) == 1
+
+
+# --- trusted networks: exempt from the per-IP cap ----------------------------------------------
+
+
+async def open_sessions(port: int, count: int) -> list[tuple[asyncio.StreamReader,
+                                                             asyncio.StreamWriter, bytes]]:
+    """``count`` connections at once, each with the first line the server sent."""
+    async def one() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return reader, writer, await asyncio.wait_for(reader.readline(), 30)
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def converse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   lines: list[bytes]) -> list[bytes]:
+    """Send each command (or DATA's content) and read its final reply line."""
+    finals = []
+    for line in lines:
+        writer.write(line)
+        await writer.drain()
+        while True:
+            reply = await asyncio.wait_for(reader.readline(), 30)
+            if reply[3:4] != b"-":
+                break
+        finals.append(reply.rstrip())
+    return finals
+
+
+async def test_fifty_sessions_from_loopback_are_all_served(ingress: Ingress) -> None:
+    assert ingress.settings.smtp_max_connections_per_ip == 20  # the default cap
+    sessions = await open_sessions(ingress.port, 50)
+    assert [greeting[:4] for _, _, greeting in sessions] == [b"220 "] * 50
+    # all 50 are open at the same time
+    assert ingress.metric("postroom_smtp_sessions_active") == 50
+
+    async def deliver(i: int, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> list[bytes]:
+        try:
+            return await converse(reader, writer, [
+                b"EHLO load.example\r\n", b"MAIL FROM:<a@b.example>\r\n",
+                f"RCPT TO:<{ACME}>\r\n".encode(), b"DATA\r\n",
+                make_mail(message_id=f"<load-{i}@x>") + b".\r\n", b"QUIT\r\n",
+            ])
+        finally:
+            writer.close()
+
+    replies = await asyncio.gather(*(deliver(i, r, w) for i, (r, w, _) in enumerate(sessions)))
+    assert [reply[4] for reply in replies] == [b"250 2.0.0 Message accepted"] * 50
+    events = [e for e, _ in await ingress.events()]
+    assert sorted(e.message_id for e in events) == sorted(f"<load-{i}@x>" for i in range(50))
+    assert ingress.metric("postroom_smtp_connections_refused_total") == 0
+    await wait_for(lambda: ingress.metric("postroom_smtp_sessions_active") == 0)
+
+
+async def test_the_cap_applies_to_loopback_when_it_is_not_trusted(start_ingress: Any) -> None:
+    ingress = await start_ingress(smtp_trusted_networks="10.0.0.0/8,2001:db8::/32")
+    sessions = await open_sessions(ingress.port, 50)
+    greetings = sorted(greeting.rstrip()[:32] for _, _, greeting in sessions)
+    assert greetings.count(b"421 4.7.0 Too many connections") == 30
+    assert sum(g.startswith(b"220 ") for g in greetings) == 20
+    assert ingress.metric("postroom_smtp_connections_refused_total") == 30
+    assert ingress.metric("postroom_smtp_sessions_active") == 20
+    for _, writer, _ in sessions:
+        writer.close()
+    await wait_for(lambda: ingress.metric("postroom_smtp_sessions_active") == 0)
 
 
 # --- SMTPUTF8, connection cap -----------------------------------------------------------------
@@ -516,7 +792,9 @@ async def test_smtputf8_addresses(ingress: Ingress) -> None:
 
 
 async def test_per_ip_connection_cap(start_ingress: Any) -> None:
-    ingress = await start_ingress(smtp_max_connections_per_ip=2)
+    # loopback is trusted by default (exempt from the cap): trust another network only
+    ingress = await start_ingress(smtp_max_connections_per_ip=2,
+                                  smtp_trusted_networks="10.0.0.0/8")
     first, second = await asyncio.to_thread(lambda: (smtp(ingress), smtp(ingress)))
 
     def third() -> bytes:
@@ -549,7 +827,7 @@ async def test_data_span_is_the_parent_of_the_publish(ingress: Ingress) -> None:
     assert data_span.attributes["smtp.result"] == "accepted"
     assert list(data_span.attributes["postroom.mail_keys"]) == [event.mail_key]
     assert list(data_span.attributes["postroom.tenants"]) == ["acme"]
-    assert data_span.attributes["smtp.message.size"] == event.size
+    assert data_span.attributes["smtp.message.size"] == len(make_mail())  # as the client sent it
     trace_id = format(data_span.context.trace_id, "032x")
     # the event carries the trace: every consumer continues it
     assert headers["traceparent"].split("-")[1] == trace_id
@@ -580,7 +858,7 @@ async def test_logs_carry_mail_key_not_addresses(ingress: Ingress) -> None:
         root.handlers[:], level, mail_level = saved
         root.setLevel(level)
         logging.getLogger("mail.log").setLevel(mail_level)
-    key = mail_key("acme", "<order-1@supplier.example>")
+    key = mail_key("acme", "<order-1@supplier.example>", sha256(make_mail()))
     mine = [r for r in records if r.name == "postroom_smtp_ingress"]
     assert {r.getMessage(): getattr(r, "mail_key", None) for r in mine} == {
         "mail accepted": key, "duplicate mail accepted without a new event": key}

@@ -9,6 +9,7 @@ recognise the repeat.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import uuid
 
@@ -24,10 +25,19 @@ def is_tenant_slug(value: str) -> bool:
     return bool(_TENANT_RE.match(value))
 
 
-def mail_key(tenant: str, message_id: str) -> str:
-    """The key of one mail for one tenant: stable across retries of the same mail."""
-    digest = hashlib.sha256(f"{tenant}\n{message_id.strip()}".encode()).hexdigest()
-    return digest[:32]
+def mail_key(tenant: str, message_id: str, content_sha256: str | None = None) -> str:
+    """The key of one mail for one tenant: stable across retries of the same mail.
+
+    smtp-ingress passes ``content_sha256``, the SHA-256 of the message as the client sent it:
+    a mail that reuses a Message-ID with other content is another mail with its own key, and
+    the key is known before anything is stored, so two such mails arriving at once (or one
+    retried after a 451) never share a key or an event id. Without it (mails accepted before
+    content-aware keys) the key is derived from tenant and Message-ID alone.
+    """
+    text = f"{tenant}\n{message_id.strip()}"
+    if content_sha256 is not None:
+        text += f"\n{content_sha256}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def derive_event_id(cause: str, event_type: str, part: str = "") -> str:
@@ -35,11 +45,16 @@ def derive_event_id(cause: str, event_type: str, part: str = "") -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, f"{cause}/{event_type}/{part}"))
 
 
-def synthetic_message_id(from_addr: str, to_addr: str, subject: str, date: str) -> str:
-    """Message-ID for a mail that has none: SHA-256 of from + to + subject + date.
+def synthetic_message_id(
+    from_addr: str, to_addr: str, subject: str, date: str, body_sha256: str = ""
+) -> str:
+    """Message-ID for a mail that has none: SHA-256 of a JSON array of From, To, Subject,
+    Date and the SHA-256 of the body.
 
     Same inputs give the same id, so a retried mail without a Message-ID is still recognised
-    as a duplicate.
+    as a duplicate. The JSON encoding keeps the fields apart (``"ab" + "c"`` and ``"a" + "bc"``
+    are different arrays) and the body hash tells apart mails whose headers agree.
     """
-    digest = hashlib.sha256(f"{from_addr}{to_addr}{subject}{date}".encode()).hexdigest()
-    return f"<synthetic-{digest[:16]}@postroom.generated>"
+    fields = json.dumps([from_addr, to_addr, subject, date, body_sha256])
+    digest = hashlib.sha256(fields.encode()).hexdigest()
+    return f"<synthetic-{digest[:32]}@postroom.generated>"

@@ -12,10 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import time
+from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-from postroom_contracts import EVENTS_STREAM, MailReceived, Tenant, mail_key
+from postroom_contracts import EVENTS_STREAM, MailReceived, SmtpSession, Tenant, mail_key
 from postroom_runtime import (
     ConfigError,
     ServiceRuntime,
@@ -48,11 +52,14 @@ from .handlers import (
     TOO_MANY_RECIPIENTS,
     Recipient,
     build_event,
+    client_address,
     group_by_tenant,
     has_bare_line_ending,
     normalise_domain,
     read_headers,
+    received_header,
     route_recipient,
+    session_facts,
     smtp_address,
 )
 from .store import ReceivedMail, ReceivedMails
@@ -101,6 +108,12 @@ class Metrics:
             "postroom_smtp_connections_refused", "Connections refused by the per-IP cap",
             registry=registry,
         )
+        self.message_id_reused = Counter(
+            "postroom_smtp_message_id_reused",
+            "Tenant copies accepted as new mails although the tenant had received their "
+            "Message-ID before, with other content",
+            registry=registry,
+        )
         self.data_seconds = Histogram(
             "postroom_smtp_data_duration_seconds",
             "Time from the end of DATA to the reply (store, publish, commit)",
@@ -119,28 +132,57 @@ class IngressEnvelope(Envelope):
         self.routes: list[Recipient] = []
 
 
-class ConnectionLimiter:
-    """Open sessions per client address, and the set of live sessions (for shutdown)."""
+class IngressSession(Session):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.auth_mechanism: str | None = None  # set by the authenticator on success
 
-    def __init__(self, per_ip: int, metrics: Metrics) -> None:
+
+class ConnectionLimiter:
+    """Open sessions per client address, and the set of live sessions (for shutdown).
+
+    Clients in ``trusted`` networks (``SMTP_TRUSTED_NETWORKS``, as Postfix's $mynetworks)
+    are not counted against the per-IP cap.
+    """
+
+    def __init__(self, per_ip: int, metrics: Metrics,
+                 trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()) -> None:
         self.per_ip = per_ip
         self.metrics = metrics
         self.counts: dict[str, int] = {}
-        self.sessions: set[IngressSMTP] = set()
+        # live sessions -> the address they count against (None: trusted, not counted)
+        self.sessions: dict[IngressSMTP, str | None] = {}
+        self._trusted_networks = trusted
+        self.is_trusted = lru_cache(maxsize=4096)(self._is_trusted)
+
+    def _is_trusted(self, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self._trusted_networks
+                   if network.version == address.version)
 
     def acquire(self, session: IngressSMTP, ip: str) -> bool:
-        count = self.counts.get(ip, 0)
-        if count >= self.per_ip:
-            self.metrics.connections_refused.inc()
-            return False
-        self.counts[ip] = count + 1
-        self.sessions.add(session)
+        counted: str | None = None
+        if not self.is_trusted(ip):
+            count = self.counts.get(ip, 0)
+            if count >= self.per_ip:
+                self.metrics.connections_refused.inc()
+                return False
+            self.counts[ip] = count + 1
+            counted = ip
+        self.sessions[session] = counted
         self.metrics.sessions.inc()
         return True
 
-    def release(self, session: IngressSMTP, ip: str) -> None:
-        self.sessions.discard(session)
+    def release(self, session: IngressSMTP) -> None:
+        if session not in self.sessions:
+            return
+        ip = self.sessions.pop(session)
         self.metrics.sessions.dec()
+        if ip is None:
+            return
         count = self.counts.get(ip, 0) - 1
         if count > 0:
             self.counts[ip] = count
@@ -165,7 +207,6 @@ class IngressSMTP(SMTP):
         self._limiter = limiter
         self._implicit_tls = implicit_tls
         self._require_tls = require_tls
-        self._client_ip: str | None = None
         self._refused = False
         self._metrics = limiter.metrics
 
@@ -173,19 +214,32 @@ class IngressSMTP(SMTP):
     def is_tls(self) -> bool:
         return self._implicit_tls or self._tls_protocol is not None
 
+    def tls_facts(self) -> tuple[str | None, str | None, int | None] | None:
+        """``(version, cipher, bits)`` of the encrypted connection; None for a plain one."""
+        if not self.is_tls:
+            return None
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport else None
+        if ssl_object is None:
+            return "TLS", None, None
+        cipher = ssl_object.cipher()
+        if not cipher:
+            return ssl_object.version(), None, None
+        return ssl_object.version(), cipher[0], cipher[2]
+
     def _create_envelope(self) -> IngressEnvelope:
         return IngressEnvelope()
 
+    def _create_session(self) -> IngressSession:
+        return IngressSession(self.loop)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None and self._original_transport is None:  # not the STARTTLS switch
-            peer = transport.get_extra_info("peername")
-            ip = str(peer[0]) if peer else "unknown"
+            ip, _ = client_address(transport.get_extra_info("peername"))
             if not self._limiter.acquire(self, ip):
                 self._refused = True
                 transport.write(TOO_MANY_CONNECTIONS.encode() + b"\r\n")  # type: ignore[attr-defined]
                 transport.close()
                 return
-            self._client_ip = ip
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -194,9 +248,7 @@ class IngressSMTP(SMTP):
         try:
             super().connection_lost(error)
         finally:
-            if self._client_ip is not None:
-                self._limiter.release(self, self._client_ip)
-                self._client_ip = None
+            self._limiter.release(self)
 
     def eof_received(self) -> bool | None:
         if self._refused:
@@ -310,27 +362,37 @@ class IngressHandler:
         ingress = self.ingress
         if not ingress.runtime.broker.connection.is_connected:
             raise TemporaryFailure("not connected to NATS")
+        # the mail's own content, as the client sent it (our Received header is not part of it):
+        # with tenant and Message-ID, what tells a duplicate from another mail
+        content = hashlib.sha256(raw).hexdigest()
         headers = read_headers(raw)
         deliveries = group_by_tenant(envelope.routes)
         message_id = headers.message_id
         # one mail key per tenant copy; logs carry the keys, never addresses or subjects
-        keys = {d.tenant: mail_key(d.tenant, message_id) for d in deliveries}
+        keys = {d.tenant: mail_key(d.tenant, message_id, content) for d in deliveries}
         mail_key_var.set(",".join(keys.values()))
         attributes["postroom.tenants"] = list(keys)
         attributes["postroom.mail_keys"] = list(keys.values())
-        known = await ingress.mails.known(keys.values())
-        new = [d for d in deliveries if keys[d.tenant] not in known]
+        seen = await ingress.mails.seen(message_id)
+        new = [d for d in deliveries if not seen.is_duplicate(d.tenant, content)]
         if not new:
             log.info("duplicate mail accepted without a new event")
             return "duplicate", ACCEPTED_DUPLICATE
+        facts = self._session_facts(server, session)
+        queue_id = os.urandom(6).hex().upper()
+        trace = received_header(
+            facts, by=self.settings.smtp_hostname, queue_id=queue_id,
+            recipients=envelope.rcpt_tos, now=datetime.now(UTC),
+            smtputf8=bool(envelope.smtp_utf8),
+        )
         assert ingress.runtime.blobs is not None
         # the dedup lookup says the mail is new: skip the blob store's own existence lookup (one
         # NATS round trip per mail); if the bytes are there already they are stored again
-        ref = await ingress.runtime.blobs.put(raw, "message/rfc822", check_exists=False)
+        ref = await ingress.runtime.blobs.put(trace + raw, "message/rfc822", check_exists=False)
         events = [
             build_event(
-                d, headers, envelope_from=envelope.mail_from or "", raw=ref,
-                tls=server.is_tls, authenticated=bool(session.authenticated),
+                d, headers, content_sha256=content, envelope_from=envelope.mail_from or "",
+                raw=ref, session=facts, message_id_reused=seen.is_reused(d.tenant, content),
             )
             for d in new
         ]
@@ -343,17 +405,35 @@ class IngressHandler:
                 ReceivedMail(
                     tenant=e.tenant, message_id=e.message_id, mail_key=e.mail_key,
                     event_id=e.event_id, raw_sha256=ref.sha256, size=ref.size,
+                    content_sha256=content,
                 )
                 for e in events
             ]
         )
         if not inserted:
             # the new copies were recorded by a concurrent session between lookup and insert
-            log.info("duplicate mail accepted (concurrent delivery)")
+            log.info("duplicate mail accepted (concurrent delivery)", extra={"queue_id": queue_id})
             return "duplicate", ACCEPTED_DUPLICATE
+        reused = [e for e in events if e.message_id_reused and e.mail_key in inserted]
+        if reused:
+            self.metrics.message_id_reused.inc(len(reused))
+            log.info("Message-ID reused with other content: accepted as a new mail", extra={
+                "reused_mail_keys": [e.mail_key for e in reused], "queue_id": queue_id})
         log.info("mail accepted", extra={"tenants": [e.tenant for e in events],
-                                          "size": ref.size})
+                                          "size": ref.size, "queue_id": queue_id})
         return "accepted", ACCEPTED
+
+    @staticmethod
+    def _session_facts(server: IngressSMTP, session: Session) -> SmtpSession:
+        authenticated = bool(session.authenticated)
+        return session_facts(
+            peer=session.peer,
+            helo=session.host_name,
+            esmtp=bool(session.extended_smtp),
+            tls=server.tls_facts(),
+            auth_user=str(session.auth_data) if authenticated else None,
+            auth_mechanism=getattr(session, "auth_mechanism", None) if authenticated else None,
+        )
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("SMTP session error", exc_info=error)
@@ -387,7 +467,8 @@ class SmtpIngress:
             except ValueError as exc:
                 raise ConfigError(f"invalid configuration:\n  TENANTS_SEED_FILE: {exc}") from None
         self.tls_context = settings.tls_context()
-        self.limiter = ConnectionLimiter(settings.smtp_max_connections_per_ip, self.metrics)
+        self.limiter = ConnectionLimiter(settings.smtp_max_connections_per_ip, self.metrics,
+                                         settings.trusted_networks)
         self.handler = IngressHandler(self)
         self.servers: list[asyncio.Server] = []
         self.port: int | None = None
@@ -423,6 +504,8 @@ class SmtpIngress:
         ok = expected is not None and hmac.compare_digest(expected.encode(), data.password)
         if not ok:
             log.info("SMTP AUTH failed")
+        elif isinstance(session, IngressSession):
+            session.auth_mechanism = mechanism
         return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
     def _protocol(self, *, implicit_tls: bool) -> IngressSMTP:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from functools import cached_property
 from pathlib import Path
@@ -39,6 +40,10 @@ class IngressSettings(RuntimeSettings):
     smtp_max_message_size: int = Field(default=26_214_400, ge=1024)
     smtp_max_recipients: int = Field(default=100, ge=1)
     smtp_max_connections_per_ip: int = Field(default=20, ge=1)
+    smtp_trusted_networks: str = Field(
+        default="127.0.0.0/8,::1/128",
+        description="Client networks (comma list of CIDRs) exempt from the per-IP cap",
+    )
     smtp_timeout: float = Field(default=300, gt=0)
     tenants_seed_file: Path | None = None
     smtp_workers: int = Field(
@@ -109,6 +114,19 @@ class IngressSettings(RuntimeSettings):
             cls._needs_tls("SMTP_AUTH_USERS (AUTH is offered only over TLS)", info)
         return value
 
+    @field_validator("smtp_trusted_networks")
+    @classmethod
+    def _trusted_networks(cls, value: str) -> str:
+        for entry in _split(value):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not a network: SMTP_TRUSTED_NETWORKS is a comma list of "
+                    "CIDRs such as 127.0.0.0/8,::1/128,10.0.0.0/8 (empty: none)"
+                ) from None
+        return value
+
     @field_validator("smtp_auth_required")
     @classmethod
     def _auth_required(cls, value: bool, info: ValidationInfo) -> bool:
@@ -120,6 +138,11 @@ class IngressSettings(RuntimeSettings):
     @cached_property
     def extra_domains(self) -> frozenset[str]:
         return frozenset(d.lower().rstrip(".") for d in _split(self.smtp_domains))
+
+    @cached_property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(entry, strict=False)
+                     for entry in _split(self.smtp_trusted_networks))
 
     @cached_property
     def auth_users(self) -> dict[str, str]:

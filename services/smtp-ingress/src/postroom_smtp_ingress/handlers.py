@@ -5,19 +5,24 @@ Nothing here does I/O or knows aiosmtpd: the SMTP protocol glue lives in ``app.p
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from email import policy
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from email.headerregistry import HeaderRegistry
 from email.message import Message
 from email.parser import BytesHeaderParser
+from email.utils import format_datetime
 
 from postroom_contracts import (
     BlobRef,
     MailReceived,
+    SmtpSession,
     Tenant,
     derive_event_id,
     is_tenant_slug,
@@ -269,18 +274,22 @@ class MailHeaders:
 def read_headers(raw: bytes) -> MailHeaders:
     """Parse the header section only (bodies are the extractor's business).
 
-    A mail without a usable Message-ID gets a synthetic one derived from From, To, Subject and
-    Date, so a retry of the same mail is still recognised as a duplicate.
+    A mail without a usable Message-ID gets a synthetic one derived from From, To, Subject,
+    Date and a hash of the body, so a retry of the same mail is still recognised as a
+    duplicate and two mails that differ only in their body are not.
     """
-    headers = _raw_headers(_HEADER_PARSER.parsebytes(header_section(raw)))
+    section = header_section(raw)
+    headers = _raw_headers(_HEADER_PARSER.parsebytes(section))
     header_from = _decoded(headers, "from")
     subject = _decoded(headers, "subject")
     date = _plain(headers, "date")
     message_id = _plain(headers, "message-id") or ""
     synthetic = not message_id or len(message_id) > MAX_MESSAGE_ID_LENGTH
     if synthetic:
+        body_sha256 = hashlib.sha256(memoryview(raw)[len(section):]).hexdigest()
         message_id = synthetic_message_id(
-            header_from or "", _decoded(headers, "to") or "", subject or "", date or ""
+            header_from or "", _decoded(headers, "to") or "", subject or "", date or "",
+            body_sha256,
         )
     return MailHeaders(
         message_id=message_id,
@@ -291,33 +300,169 @@ def read_headers(raw: bytes) -> MailHeaders:
     )
 
 
+# --- the SMTP session: facts, trace header ------------------------------------------------------
+
+
+def reverse_path(mail_from: str | None) -> str:
+    """The envelope sender as recorded: ``''`` for the null reverse path ``MAIL FROM:<>``
+    (bounces, DSNs; aiosmtpd hands it over as the string ``'<>'``)."""
+    if not mail_from or mail_from == "<>":
+        return ""
+    return _text(mail_from)
+
+
+def client_address(peer: object) -> tuple[str, int | None]:
+    """IP and port of a peer as ``transport.get_extra_info('peername')`` gives it. An
+    IPv4-mapped IPv6 address (a dual-stack listener) is written as the IPv4 address it is."""
+    if not isinstance(peer, tuple) or not peer:
+        return "unknown", None
+    host = str(peer[0])
+    port = peer[1] if len(peer) > 1 and isinstance(peer[1], int) else None
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host, port
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped), port
+    return host, port
+
+
+def session_facts(
+    *,
+    peer: object,
+    helo: str | None,
+    esmtp: bool,
+    tls: tuple[str | None, str | None, int | None] | None,
+    auth_user: str | None,
+    auth_mechanism: str | None,
+) -> SmtpSession:
+    """What the event says about the session. ``tls`` is ``(version, cipher, bits)`` of the
+    encrypted connection, None for a plain one; ``auth_user`` None when not authenticated."""
+    ip, port = client_address(peer)
+    version, cipher, bits = tls if tls is not None else (None, None, None)
+    return SmtpSession(
+        client_ip=ip,
+        client_port=port,
+        helo=_text(helo) if helo is not None else None,
+        esmtp=esmtp,
+        tls_version=version,
+        tls_cipher=cipher,
+        tls_bits=bits,
+        auth_user=_text(auth_user) if auth_user is not None else None,
+        auth_mechanism=auth_mechanism if auth_user is not None else None,
+    )
+
+
+def protocol_name(session: SmtpSession, smtputf8: bool = False) -> str:
+    """The ``with`` keyword of the Received header: SMTP, ESMTP(S)(A) (RFC 3848), or the
+    UTF8SMTP(S)(A) forms of RFC 6531 for an SMTPUTF8 transaction."""
+    if not session.esmtp:
+        return "SMTP"  # HELO: no extensions, so neither STARTTLS nor AUTH were negotiated
+    suffix = ("S" if session.tls_version else "") + ("A" if session.auth_user else "")
+    return ("UTF8SMTP" if smtputf8 else "ESMTP") + suffix
+
+
+# A token of a trace header: what a domain, an address literal or a cipher name is made of.
+# Anything else (space, parentheses, ';', control or non-ASCII characters) becomes '?', as
+# Postfix does, so a hostile HELO can neither break the header nor forge a clause in it.
+_UNSAFE_TOKEN = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
+# A recipient written in "for <...>" as is; a stranger one (quoted local part) is left out
+_SAFE_RECIPIENT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@\-\[\]:]+")
+MAX_TRACE_TOKEN = 255
+
+
+def trace_token(value: str | None, limit: int = MAX_TRACE_TOKEN) -> str:
+    """``value`` made safe to write into a Received header (see ``_UNSAFE_TOKEN``)."""
+    if not value:
+        return "?"
+    return _UNSAFE_TOKEN.sub("?", value[:limit])
+
+
+def _address_literal(ip: str) -> str:
+    """``[192.0.2.1]`` or ``[IPv6:2001:db8::1]`` (RFC 5321 4.1.3)."""
+    try:
+        parsed = ipaddress.ip_address(ip)
+    except ValueError:
+        return f"[{trace_token(ip, 64)}]"
+    return f"[IPv6:{parsed}]" if parsed.version == 6 else f"[{parsed}]"
+
+
+def received_header(
+    session: SmtpSession,
+    *,
+    by: str,
+    queue_id: str,
+    recipients: list[str],
+    now: datetime,
+    smtputf8: bool = False,
+) -> bytes:
+    """The ``Received:`` trace header prepended to every accepted mail (RFC 5321 4.4), in
+    the form Postfix writes::
+
+        Received: from <helo> (unknown [<ip>])
+        \t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))
+        \tby <our host> (Postroom) with ESMTPS id <queue id>
+        \tfor <recipient>; <RFC 5322 date>
+
+    The client's name is "unknown": it would need a reverse DNS lookup, and the time to the
+    250 must not depend on DNS. The TLS line only for an encrypted session; ``for`` only when
+    the transaction has one recipient (as Postfix). ``now`` must be timezone-aware.
+    """
+    lines = [f"Received: from {trace_token(session.helo)} "
+             f"(unknown {_address_literal(session.client_ip)})"]
+    if session.tls_version:
+        bits = session.tls_bits if session.tls_bits is not None else 0
+        lines.append(f"\t(using {trace_token(session.tls_version, 32)} with cipher "
+                     f"{trace_token(session.tls_cipher, 64)} ({bits}/{bits} bits))")
+    lines.append(f"\tby {trace_token(by)} (Postroom) with {protocol_name(session, smtputf8)} "
+                 f"id {trace_token(queue_id, 32)}")
+    date = format_datetime(now)
+    recipient = recipients[0] if len(recipients) == 1 else None
+    if recipient is not None and len(recipient) <= 320 and (
+        _SAFE_RECIPIENT.fullmatch(recipient)
+        or (smtputf8 and recipient.isprintable() and not any(c in recipient for c in ' <>;()"\\'))
+    ):
+        lines.append(f"\tfor <{recipient}>; {date}")
+    else:
+        lines[-1] += f"; {date}"
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")
+
+
+# --- the event --------------------------------------------------------------------------------
+
+
 def build_event(
     delivery: TenantDelivery,
     headers: MailHeaders,
     *,
+    content_sha256: str,
     envelope_from: str,
     raw: BlobRef,
-    tls: bool,
-    authenticated: bool,
+    session: SmtpSession | None = None,
+    message_id_reused: bool = False,
 ) -> MailReceived:
-    """The ``mail.received`` event of one tenant's copy; its id is derived from the mail key,
-    so a retried transaction publishes the same ``Nats-Msg-Id``."""
-    key = mail_key(delivery.tenant, headers.message_id)
+    """The ``mail.received`` event of one tenant's copy. Its key is derived from tenant,
+    Message-ID and ``content_sha256`` (the message as the client sent it), its id from the
+    key: a retried transaction publishes the same ``Nats-Msg-Id``, a mail that reuses a
+    Message-ID with other content gets its own key and id."""
+    key = mail_key(delivery.tenant, headers.message_id, content_sha256)
     return MailReceived(
         event_id=derive_event_id(key, MailReceived.event_type),
         tenant=delivery.tenant,
         mail_key=key,
         message_id=headers.message_id,
         message_id_synthetic=headers.message_id_synthetic,
+        message_id_reused=message_id_reused,
         mailbox=delivery.mailbox,
         actions=list(delivery.actions),
-        envelope_from=_text(envelope_from),
+        envelope_from=reverse_path(envelope_from),
         recipients=[_text(r) for r in delivery.recipients],
         header_from=headers.header_from,
         subject=headers.subject,
         date=headers.date,
         size=raw.size,
         raw=raw,
-        tls=tls,
-        authenticated=authenticated,
+        tls=bool(session and session.tls_version),
+        authenticated=bool(session and session.auth_user is not None),
+        smtp=session,
     )

@@ -1,5 +1,9 @@
 """smtp-ingress's own table: one row per accepted mail and tenant (the dedup record).
 
+A mail is a duplicate when a row has its tenant, its Message-ID and its content (the SHA-256
+of the message as the client sent it, before our Received header): the same Message-ID with
+other content is another mail, with its own ``mail_key``, recorded next to the first.
+
 Rows are written after the ``mail.received`` event was acknowledged by JetStream. Lookups and
 inserts of concurrent SMTP sessions are batched: one query for every lookup waiting, one
 transaction (one fsync) for every insert waiting, so throughput does not collapse to one
@@ -18,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +32,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Index,
     Integer,
     MetaData,
     String,
@@ -55,12 +60,16 @@ received_mails = Table(
     Column("message_id", String(1000), nullable=False),
     Column("mail_key", String(64), nullable=False),
     Column("event_id", String(64), nullable=False),
+    # the stored blob (with our Received header)
     Column("raw_sha256", String(64), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("state", String(16), nullable=False, default=RECEIVED, server_default=RECEIVED),
     Column("received_at", DateTime(timezone=True), nullable=False),
+    # the message as the client sent it: with tenant and Message-ID, the dedup identity
+    # (the mail key is derived from all three, so its unique constraint holds it)
+    Column("content_sha256", String(64), nullable=False),
     UniqueConstraint("mail_key", name="uq_received_mails_mail_key"),
-    UniqueConstraint("tenant", "message_id", name="uq_received_mails_tenant_message_id"),
+    Index("ix_received_mails_message_id", "message_id"),
 )
 
 
@@ -72,6 +81,7 @@ class ReceivedMail:
     event_id: str
     raw_sha256: str
     size: int
+    content_sha256: str
 
     def row(self, now: datetime) -> dict[str, Any]:
         return {
@@ -83,7 +93,23 @@ class ReceivedMail:
             "size": self.size,
             "state": RECEIVED,
             "received_at": now,
+            "content_sha256": self.content_sha256,
         }
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the store knows of one Message-ID: per tenant, the contents received with it."""
+
+    contents: dict[str, frozenset[str]]
+
+    def is_duplicate(self, tenant: str, content_sha256: str) -> bool:
+        return content_sha256 in self.contents.get(tenant, ())
+
+    def is_reused(self, tenant: str, content_sha256: str) -> bool:
+        """The tenant received this Message-ID before, with other content only."""
+        known = self.contents.get(tenant, ())
+        return bool(known) and content_sha256 not in known
 
 
 T = TypeVar("T")
@@ -150,8 +176,9 @@ class Batcher(Generic[T, R]):
 
 
 _COLUMNS = ("tenant", "message_id", "mail_key", "event_id", "raw_sha256", "size", "state",
-            "received_at")
-_ROWS_PER_STATEMENT = 1000  # 8 parameters a row: far below SQLite's 32766 variables
+            "received_at", "content_sha256")
+_ROWS_PER_STATEMENT = 1000  # 9 parameters a row: far below SQLite's 32766 variables
+_IDS_PER_STATEMENT = 500
 
 
 class SqliteMails:
@@ -174,20 +201,25 @@ class SqliteMails:
         sqlite_pragmas(conn, None)
         return conn
 
-    def known(self, keys: list[str]) -> set[str]:
-        """Which of ``keys`` have a row (one indexed SELECT; runs on the caller's thread)."""
+    def seen(self, message_ids: list[str]) -> list[tuple[str, str, str]]:
+        """``(message_id, tenant, content_sha256)`` of every row with one of ``message_ids``
+        (indexed SELECTs; runs on the caller's thread)."""
         if self._reader is None:
             self._reader = self._connect()
-        sql = ("SELECT mail_key FROM received_mails WHERE mail_key IN ("
-               + ",".join("?" * len(keys)) + ")")
-        return {row[0] for row in self._reader.execute(sql, keys)}
+        rows: list[tuple[str, str, str]] = []
+        for start in range(0, len(message_ids), _IDS_PER_STATEMENT):
+            chunk = message_ids[start:start + _IDS_PER_STATEMENT]
+            sql = ("SELECT message_id, tenant, content_sha256 FROM received_mails "
+                   "WHERE message_id IN (" + ",".join("?" * len(chunk)) + ")")
+            rows.extend(self._reader.execute(sql, chunk))
+        return rows
 
     async def insert(self, mails: list[ReceivedMail]) -> set[str]:
         """Insert the rows in one transaction, committed when this returns; the mail keys
         inserted (a conflict on either unique key skips the row)."""
         received_at = self._received_at(datetime.now(UTC)) if self._received_at else None
         rows = [(m.tenant, m.message_id, m.mail_key, m.event_id, m.raw_sha256, m.size, RECEIVED,
-                 received_at) for m in mails]
+                 received_at, m.content_sha256) for m in mails]
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._insert, rows)
 
@@ -201,7 +233,7 @@ class SqliteMails:
             for start in range(0, len(rows), _ROWS_PER_STATEMENT):
                 chunk = rows[start:start + _ROWS_PER_STATEMENT]
                 sql = (f"INSERT INTO received_mails ({', '.join(_COLUMNS)}) VALUES "
-                       + ",".join(["(?,?,?,?,?,?,?,?)"] * len(chunk))
+                       + ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(chunk))
                        + " ON CONFLICT DO NOTHING RETURNING mail_key")
                 inserted.update(row[0] for row in
                                 conn.execute(sql, [v for row in chunk for v in row]))
@@ -250,13 +282,14 @@ class ReceivedMails:
             insert = pg_insert(received_mails)
         else:  # pragma: no cover - the runtime supports these two
             raise RuntimeError(f"unsupported database dialect {dialect}")
-        # A conflict on (tenant, message_id) or mail_key is a concurrent duplicate: skip the row
-        # and tell the caller which keys were really inserted.
+        # A conflict on mail_key (tenant + Message-ID + content) is a concurrent duplicate: skip
+        # the row and tell the caller which keys were really inserted.
         self._insert = insert.on_conflict_do_nothing().returning(received_mails.c.mail_key)
-        self._select = select(received_mails.c.mail_key).where(
-            received_mails.c.mail_key.in_(bindparam("keys", expanding=True))
+        c = received_mails.c
+        self._select = select(c.message_id, c.tenant, c.content_sha256).where(
+            c.message_id.in_(bindparam("ids", expanding=True))
         )
-        self._lookups: Batcher[list[str], set[str]] = Batcher(
+        self._lookups: Batcher[str, Seen] = Batcher(
             self._lookup_batch, "received-mails-lookup", max_batch)
         self._inserts: Batcher[list[ReceivedMail], set[str]] = Batcher(
             self._insert_batch, "received-mails-insert", max_batch)
@@ -266,11 +299,9 @@ class ReceivedMails:
         """Insert transactions committed so far."""
         return self._inserts.batches
 
-    async def known(self, mail_keys: Iterable[str]) -> set[str]:
-        """Which of these mail keys are already recorded. The mail key is derived from
-        (tenant, Message-ID), so this is the dedup lookup on (tenant, Message-ID)."""
-        keys = list(mail_keys)
-        return await self._lookups.submit(keys) if keys else set()
+    async def seen(self, message_id: str) -> Seen:
+        """The dedup lookup: which tenants received this Message-ID, with which contents."""
+        return await self._lookups.submit(message_id)
 
     async def record(self, mails: list[ReceivedMail]) -> set[str]:
         """Insert rows, committed before this returns; the result is the set of mail keys
@@ -278,14 +309,20 @@ class ReceivedMails:
         session (the unique constraint), i.e. this copy is a duplicate."""
         return await self._inserts.submit(mails) if mails else set()
 
-    async def _lookup_batch(self, requests: list[list[str]]) -> list[set[str]]:
-        wanted = sorted({key for keys in requests for key in keys})
+    async def _lookup_batch(self, requests: list[str]) -> list[Seen]:
+        wanted = sorted(set(requests))
         if self._sqlite is not None:
-            found = self._sqlite.known(wanted)
+            rows = self._sqlite.seen(wanted)
         else:
             async with self.store.engine.connect() as conn:
-                found = set((await conn.execute(self._select, {"keys": wanted})).scalars())
-        return [found.intersection(keys) for keys in requests]
+                rows = [tuple(r) for r in await conn.execute(self._select, {"ids": wanted})]
+        found: dict[str, dict[str, set[str]]] = {}
+        for message_id, tenant, content in rows:
+            found.setdefault(message_id, {}).setdefault(tenant, set()).add(content)
+        empty = Seen({})
+        seen = {mid: Seen({t: frozenset(c) for t, c in tenants.items()})
+                for mid, tenants in found.items()}
+        return [seen.get(message_id, empty) for message_id in requests]
 
     async def _insert_batch(self, requests: list[list[ReceivedMail]]) -> list[set[str]]:
         if self._sqlite is not None:
