@@ -15,24 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from .compatibility import incompatibilities
-from .events import CATALOGUE, DeadLetter, Event
-from .subjects import DEAD_LETTERS, DLQ_PREFIX, EVENTS, PREFIX
+from .events import BY_TYPE, CATALOGUE, DeadLetter, Event
+from .headers import EVENT_TYPE, HEADERS, REQUIRED, SCHEMA_VERSION
+from .services import ServiceRegistryError, ServiceSpec, consumers, producers, registered
+from .subjects import DEAD_LETTERS, DLQ_PREFIX, EVENTS, PREFIX, dlq_subject, subject_filter
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 ASYNCAPI_FILE = SCHEMA_DIR / "asyncapi.json"
-
-PRODUCERS: dict[str, str] = {
-    "mail.received": "smtp-ingress",
-    "document.stored": "attachment-extractor",
-    "mail.parsed": "attachment-extractor",
-    "mail.failed": "attachment-extractor",
-    "voicemail.transcribed": "transcriber",
-    "mail.classified": "classifier",
-    "reply.drafted": "ai-responder",
-    "delivery.requested": "ai-responder",
-    "delivery.sent": "mailer",
-    "delivery.failed": "mailer",
-}
 
 
 def schema_path(
@@ -54,40 +43,92 @@ def event_schema(event: type[Event]) -> dict[str, Any]:
     return schema
 
 
-def asyncapi_document() -> dict[str, Any]:
+def message_headers(event: type[Event]) -> dict[str, Any]:
+    """JSON Schema of the NATS headers every ``event`` is published with."""
+    properties: dict[str, Any] = {
+        name: {"type": "string", "description": description}
+        for name, description in HEADERS.items()
+    }
+    properties[EVENT_TYPE]["const"] = event.event_type
+    properties[SCHEMA_VERSION]["const"] = str(event.schema_version)
+    return {"type": "object", "properties": properties, "required": list(REQUIRED)}
+
+
+def _send_operation_id(service: str, event: type[Event]) -> str:
+    return f"{service}-publish-{event.event_type.replace('.', '-')}"
+
+
+def asyncapi_document(services: Iterable[ServiceSpec] | None = None) -> dict[str, Any]:
+    """The AsyncAPI 3.0 document: every event's channel and message (payload and headers), a
+    ``send`` operation per service that publishes it and a ``receive`` operation per durable
+    consumer (named after it). ``services``: the registered ones (entry points) by default."""
+    specs = registered() if services is None else tuple(services)
+    by_service = {spec.name: spec for spec in specs}
+    senders = producers(specs)
+    receivers = consumers(specs)
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
+
+    def add_operation(key: str, operation: dict[str, Any]) -> None:
+        if key in operations:
+            raise ServiceRegistryError(f"AsyncAPI operation {key!r} would be defined twice")
+        operations[key] = operation
+
     for event in CATALOGUE:
         name = event.event_type.replace(".", "_")
         msg_name = f"{name}_v{event.schema_version}"
+        published_by = senders.get(event.event_type, [])
+        consumed_by = receivers.get(event.event_type, [])
         messages[msg_name] = {
             "name": event.__name__,
             "title": f"{event.event_type} v{event.schema_version}"
             + (" (draft)" if event.draft else ""),
             "summary": (event.__doc__ or "").strip().splitlines()[0],
             "contentType": "application/json",
-            "headers": {
-                "type": "object",
-                "properties": {
-                    "Nats-Msg-Id": {"type": "string", "description": "De-duplication id"},
-                    "traceparent": {"type": "string", "description": "W3C trace context"},
-                },
-            },
+            "headers": message_headers(event),
             "payload": event_schema(event),
         }
+        who = [f"Published by {', '.join(published_by)}." if published_by else
+               "Draft: no service publishes it yet; it may still change before one does."
+               if event.draft else "No registered service publishes it."]
+        if consumed_by:
+            who.append("Consumed by " + ", ".join(
+                f"{service} (durable consumer {consumer.durable})"
+                for service, consumer in consumed_by) + ".")
         channels[name] = {
             "address": f"{PREFIX}.{event.event_type}.{{tenant}}",
-            "description": f"Stream {EVENTS.name}; one subject per tenant.",
+            "title": event.event_type + (" (draft)" if event.draft else ""),
+            "description": f"Stream {EVENTS.name}; one subject per tenant. " + " ".join(who),
             "parameters": {"tenant": {"description": "Tenant slug (kebab-case)"}},
             "messages": {msg_name: {"$ref": f"#/components/messages/{msg_name}"}},
         }
-        operations[f"publish_{name}"] = {
-            "action": "send",
-            "channel": {"$ref": f"#/channels/{name}"},
-            "summary": f"Published by {PRODUCERS.get(event.event_type, 'postroom')}",
-            "messages": [{"$ref": f"#/channels/{name}/messages/{msg_name}"}],
-        }
+        channel_ref = {"$ref": f"#/channels/{name}"}
+        message_refs = [{"$ref": f"#/channels/{name}/messages/{msg_name}"}]
+        for service in published_by:
+            add_operation(_send_operation_id(service, event), {
+                "action": "send",
+                "channel": channel_ref,
+                "title": f"{service} publishes {event.event_type}",
+                "tags": [{"name": service}],
+                "messages": message_refs,
+            })
+        for service, consumer in consumed_by:
+            add_operation(consumer.durable, {
+                "action": "receive",
+                "channel": channel_ref,
+                "title": f"{service} consumes {event.event_type}",
+                "summary": consumer.summary or by_service[service].summary,
+                "description": (
+                    f"Durable pull consumer `{consumer.durable}` on stream {EVENTS.name}, "
+                    f"subject filter `{subject_filter(event.event_type)}` (every tenant). "
+                    "It is also the idempotency scope; what it gives up on goes to "
+                    f"`{dlq_subject(consumer.durable)}`."
+                ),
+                "tags": [{"name": service}],
+                "messages": message_refs,
+                "x-durable-consumer": consumer.durable,
+            })
     messages["dead_letter"] = {
         "name": "DeadLetter",
         "contentType": "application/json",
@@ -105,7 +146,10 @@ def asyncapi_document() -> dict[str, Any]:
             "title": "Postroom event catalogue",
             "version": "1.0.0",
             "description": "Events Postroom publishes on NATS JetStream. A public API: "
-            "compatible changes keep an event's version, incompatible ones bump it.",
+            "compatible changes keep an event's version, incompatible ones bump it. "
+            "Operations are grouped by service (tags): `send` per publishing service, "
+            "`receive` per durable consumer.",
+            "tags": [{"name": spec.name, "description": spec.summary} for spec in specs],
         },
         "defaultContentType": "application/json",
         "servers": {
@@ -115,6 +159,40 @@ def asyncapi_document() -> dict[str, Any]:
         "operations": operations,
         "components": {"messages": messages},
     }
+
+
+def service_problems(services: Iterable[ServiceSpec] | None = None) -> list[str]:
+    """What is wrong between the registered services and the catalogue: a released event
+    nobody publishes, a consumer of an event nobody publishes, an event outside the
+    catalogue, a draft that a service already publishes."""
+    try:
+        specs = registered() if services is None else tuple(services)
+    except ServiceRegistryError as exc:
+        return [f"service registry: {exc}"]
+    problems: list[str] = []
+    senders = producers(specs)
+    for spec in specs:
+        events = [*spec.publishes, *(c.event for c in spec.consumes)]
+        for event in events:
+            if BY_TYPE.get(event.event_type) is not event:
+                problems.append(f"{spec.name}: {event.__name__} ({event.event_type}) is not an "
+                                "event of the catalogue (events.CATALOGUE)")
+        for consumer in spec.consumes:
+            if consumer.event.event_type not in senders:
+                problems.append(f"{spec.name}: consumes {consumer.event.event_type}, which no "
+                                "registered service publishes")
+    for event in CATALOGUE:
+        if event.draft and event.event_type in senders:
+            problems.append(
+                f"{event.event_type}: published by {', '.join(senders[event.event_type])} but "
+                "still marked draft; a shipped event is no longer a draft (draft = False)")
+        if not event.draft and event.event_type not in senders:
+            problems.append(
+                f"{event.event_type}: no registered service publishes it: list it in the "
+                "`publishes` of its producer's spec (services/<name>/src/postroom_<name>/spec.py)"
+                ", or mark it draft; services are found through the `postroom.services` entry "
+                "points (`uv sync --all-packages`)")
+    return problems
 
 
 # --- revisions and their compatibility (the rules: compatibility.py) -------------------------

@@ -10,10 +10,11 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import NotFoundError
 
 from postroom_contracts import STREAMS, Event, StreamSpec
+from postroom_contracts import headers as contract_headers
 
 log = logging.getLogger(__name__)
 
-MSG_ID = "Nats-Msg-Id"
+MSG_ID = contract_headers.MSG_ID
 
 
 def stream_config(spec: StreamSpec, replicas: int, duplicate_window: float) -> StreamConfig:
@@ -47,13 +48,9 @@ async def provision_streams(
 
 
 def event_headers(event: Event, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Headers for an event: the dedup id is the (derived) event id."""
-    headers = {
-        MSG_ID: event.event_id,
-        "Postroom-Event-Type": event.event_type,
-        "Postroom-Schema-Version": str(event.schema_version),
-        "Postroom-Mail-Key": event.mail_key,
-    }
+    """Headers for an event, as the catalogue documents them (``postroom_contracts.headers``):
+    the dedup id is the (derived) event id."""
+    headers = contract_headers.event_headers(event)
     if extra:
         headers.update(extra)
     return headers
