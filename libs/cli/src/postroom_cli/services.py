@@ -1,20 +1,28 @@
-"""The services of the embedded stack: one row each (a new service is one more line)."""
+"""The services of the embedded stack: every registered service (``postroom.services`` entry
+points, see ``postroom_contracts.services``), in service order. Adding a service adds nothing
+here: its own ``spec.py`` says what ``postroom up`` needs to know."""
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any
+
+from postroom_contracts.services import ServiceSpec, registered
 
 
-class StackPorts(Protocol):
-    smtp_host: str
-    smtp_port: int
+class _Settings:
+    """The stack's settings by attribute name, for ``str.format_map`` templates."""
 
+    def __init__(self, cfg: object) -> None:
+        self._cfg = cfg
 
-def _no_env(_: StackPorts) -> dict[str, str]:
-    return {}
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self._cfg, key)
+        except AttributeError:
+            raise KeyError(key) from None
 
 
 @dataclass(frozen=True)
@@ -22,9 +30,22 @@ class Service:
     name: str  # dash-case, = OTEL_SERVICE_NAME and the folder under services/
     module: str  # run as `python -m <module>`
     http_port: int  # default HTTP port; `postroom up --http-port-base B` uses B + (port - 8025)
-    env: Callable[[StackPorts], dict[str, str]] = field(default=_no_env)
+    # variables set on top of the stack's wiring: str.format templates over the stack's settings
+    env_templates: Mapping[str, str] = field(default_factory=dict, hash=False)
     # lines for the "is up" summary: (label, format string over the stack's settings)
     addresses: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_spec(cls, spec: ServiceSpec) -> Service:
+        return cls(spec.name, spec.module, spec.http_port, dict(spec.embedded_env),
+                   spec.embedded_addresses)
+
+    def env(self, cfg: object) -> dict[str, str]:
+        """This service's own variables for a stack with settings ``cfg`` (a ``StackConfig``);
+        a template naming a setting the stack does not have raises ``KeyError``."""
+        settings = _Settings(cfg)
+        return {name: str(template).format_map(settings)
+                for name, template in self.env_templates.items()}
 
     @property
     def store_name(self) -> str:
@@ -46,11 +67,6 @@ class Service:
 
 HTTP_PORT_BASE = 8025
 
-SERVICES: tuple[Service, ...] = (
-    Service("smtp-ingress", "postroom_smtp_ingress", 8025,
-            env=lambda s: {"SMTP_HOST": s.smtp_host, "SMTP_PORT": str(s.smtp_port)},
-            addresses=(("SMTP", "{smtp_host}:{smtp_port}"),)),
-    Service("attachment-extractor", "postroom_attachment_extractor", 8026),
-)
+SERVICES: tuple[Service, ...] = tuple(Service.from_spec(spec) for spec in registered())
 
 BY_NAME = {s.name: s for s in SERVICES}
