@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import dkim
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from dnslib import AAAA, PTR, QTYPE, RCODE, RR, TXT, A, DNSError, DNSRecord
@@ -173,6 +174,13 @@ def mail(from_: str = "Buyer <buyer@pass.example>", *, to: str = "orders+acme@in
     ).encode()
 
 
+def header_b(signed: bytes) -> str:
+    """The header.b property value of the first signature: its first 8 characters of b=, as
+    an RFC 8601 value (a quoted-string when it holds a '/', which is no token character)."""
+    prefix = signed.split(b" b=", 1)[1][:8].decode()
+    return prefix if "/" not in prefix else f'"{prefix}"'
+
+
 def dkim_sign(message: bytes, key: DkimKey, domain: str, selector: str = "sel") -> bytes:
     """The message with a DKIM-Signature (relaxed/relaxed) prepended, as dkimpy signs it."""
     header = dkim.sign(message, selector.encode(), domain.encode(), key.private_pem,
@@ -230,3 +238,21 @@ def standard_zone(dns: TestDns, keys: Keys) -> None:
     dns.servfail.add("temperror.example")
     dns.silent.add("silent.example")
     dns.gated.add("gated.example")
+
+
+# --- fixtures: ``from dns_testkit import dns_fixture, keys_fixture`` in a test module ---
+
+
+@pytest.fixture(name="keys", scope="session")
+def keys_fixture() -> Keys:
+    return Keys()
+
+
+@pytest.fixture(name="dns")
+def dns_fixture(keys: Keys) -> Iterator[TestDns]:
+    """A DNS server on a free port of 127.0.0.1 serving :func:`standard_zone`."""
+    server = TestDns()
+    standard_zone(server, keys)
+    server.start()
+    yield server
+    server.stop()

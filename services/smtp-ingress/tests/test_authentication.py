@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import authres
@@ -36,25 +36,20 @@ from postroom_smtp_ingress.dns_lookups import Resolver, parse_servers
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from dns_testkit import Keys, TestDns, arc_seal, dkim_sign, mail, standard_zone
+from dns_testkit import (  # noqa: F401 - fixtures
+    Keys,
+    TestDns,
+    arc_seal,
+    dkim_sign,
+    dns_fixture,
+    header_b,
+    keys_fixture,
+    mail,
+)
 
 CLIENT = "127.0.0.1"
 HELO = "mail.pass.example"
 BUDGET = 3.0  # seconds of DNS per check; only the silent-server cases wait for it
-
-
-@pytest.fixture(scope="session")
-def keys() -> Keys:
-    return Keys()
-
-
-@pytest.fixture
-def dns(keys: Keys) -> Iterator[TestDns]:
-    server = TestDns()
-    standard_zone(server, keys)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -137,7 +132,7 @@ async def test_signed_mail_passes_dkim_and_dmarc(authenticator: Authenticator,
     dmarc = verdicts.dmarc
     assert (dmarc.result, dmarc.policy, dmarc.header_from) == ("pass", "reject", "pass.example")
     assert (dmarc.dkim_aligned, dmarc.spf_aligned) == (True, False)
-    assert f"dkim=pass header.d=pass.example header.s=sel header.b={prefix}" \
+    assert f"dkim=pass header.d=pass.example header.s=sel header.b={header_b(signed)}" \
         in verdicts.authentication_results
     assert "dmarc=pass (p=reject) header.from=pass.example" in verdicts.authentication_results
 

@@ -62,6 +62,7 @@ from .handlers import (
     session_facts,
     smtp_address,
 )
+from .mail_authentication import add_mail_authentication
 from .store import ReceivedMail, ReceivedMails
 from .workers import (
     MULTIPROC_ENV,
@@ -629,6 +630,9 @@ def build_runtime(settings: IngressSettings, **runtime_kwargs: Any) -> IngressRu
     runtime.on_start.append(ingress.start)
     runtime.on_started.append(ingress.started)
     runtime.on_stop.append(ingress.stop)
+    if settings.auth_verify and not worker:
+        # SPF/DKIM/DMARC/ARC after the 250, as a consumer of our own mail.received
+        add_mail_authentication(runtime, settings)
 
     @runtime.http.get("/tenants")
     async def tenants() -> Any:

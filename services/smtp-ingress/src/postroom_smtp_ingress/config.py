@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import ssl
 from functools import cached_property
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from postroom_runtime import RuntimeSettings
+
+from .dns_lookups import parse_servers
 
 
 def _split(value: str) -> list[str]:
@@ -49,6 +52,18 @@ class IngressSettings(RuntimeSettings):
     smtp_workers: int = Field(
         default=1, ge=1, le=32,
         description="SMTP processes sharing the SMTP port(s) (SO_REUSEPORT); see workers.py",
+    )
+    # mail authentication (SPF, DKIM, DMARC, ARC, iprev), after the 250: authentication.py
+    auth_verify: bool = Field(default=True, description="Verify every mail; mail.authenticated")
+    auth_dns_servers: str = Field(
+        default="", description="DNS servers for the checks: ip[:port],... (empty: the system's)"
+    )
+    auth_dns_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60,
+        description="DNS time of one check of one mail; unanswered lookups give temperror",
+    )
+    auth_serv_id: str = Field(
+        default="", description="authserv-id of Authentication-Results (empty: SMTP_HOSTNAME)"
     )
 
     # Validators run in field order, so each sees the fields declared above it in info.data.
@@ -134,6 +149,27 @@ class IngressSettings(RuntimeSettings):
         if value and (users is None or not _split(users.get_secret_value())):
             raise ValueError("SMTP_AUTH_REQUIRED=true needs SMTP_AUTH_USERS")
         return value
+
+    @field_validator("auth_dns_servers")
+    @classmethod
+    def _dns_servers(cls, value: str) -> str:
+        parse_servers(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("auth_serv_id")
+    @classmethod
+    def _serv_id(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}", value):
+            raise ValueError("AUTH_SERV_ID must be a host or domain name")
+        return value
+
+    @property
+    def authserv_id(self) -> str:
+        return (self.auth_serv_id or self.smtp_hostname).lower()
+
+    @cached_property
+    def dns_servers(self) -> tuple[tuple[str, int], ...]:
+        return parse_servers(self.auth_dns_servers)
 
     @cached_property
     def extra_domains(self) -> frozenset[str]:

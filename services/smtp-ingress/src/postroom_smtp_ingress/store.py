@@ -45,7 +45,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from postroom_runtime import Store
+from postroom_runtime import Store, add_runtime_tables
 from postroom_runtime.store import sqlite_pragmas
 
 RECEIVED = "RECEIVED"
@@ -71,6 +71,9 @@ received_mails = Table(
     UniqueConstraint("mail_key", name="uq_received_mails_mail_key"),
     Index("ix_received_mails_message_id", "message_id"),
 )
+
+# the runtime's tables, for the consumers of this service (mail authentication)
+processed_messages, outbox = add_runtime_tables(metadata)
 
 
 @dataclass(frozen=True)
