@@ -32,6 +32,8 @@ import kubernetes_validate
 import pytest
 from ruamel.yaml import YAML
 
+from postroom_contracts.services import registered
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 CHART = ROOT / "deploy" / "helm" / "postroom"
@@ -46,8 +48,10 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 KUBE_VERSIONS = ["1.27.0", kubernetes_validate.latest_version()]
 RUN_AS = 10001
 
-# Ports from DEVELOPERS.md: (HTTP port, other container ports).
-SERVICE_PORTS = {"smtp-ingress": (8025, {2525}), "attachment-extractor": (8026, set())}
+# Ports from the registered services' specs: (HTTP port, other container ports).
+SERVICE_PORTS = {
+    spec.name: (spec.http_port, {port.container for port in spec.ports}) for spec in registered()
+}
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -133,7 +137,7 @@ def test_compose_spec_check_rejects_a_broken_file(tmp_path: Path) -> None:
 
 def test_every_dockerized_service_is_in_compose() -> None:
     services = compose_services()
-    assert dockerized_services() == sorted(SERVICE_PORTS), "update SERVICE_PORTS and compose"
+    assert dockerized_services() == sorted(SERVICE_PORTS), "a Dockerfile without a registered spec"
     for name in dockerized_services():
         assert name in services, f"services/{name} has a Dockerfile but no compose service"
         build = services[name]["build"]
@@ -875,6 +879,22 @@ def test_tls_without_a_certificate_secret_is_refused(helm: Any, chart: Any) -> N
     values = {"components": {"smtp-ingress": {"tls": {"enabled": True}}}}
     with pytest.raises(helm.HelmRenderError, match=r"tls\.existingSecret"):
         chart.render(values, name="postroom", namespace="postroom")
+
+
+def test_a_component_without_a_database_gets_no_database_url(chart: Any) -> None:
+    """A service whose spec says ``database=False`` is a component with ``database: false``."""
+    values = {"components": {"attachment-extractor": {"database": False}},
+              "database": {"urls": {"attachment-extractor": None}}}
+    docs = render(chart, values)
+    deployments = of_kind(docs, "Deployment")
+    extractor = deployments["attachment-extractor"]["spec"]["template"]
+    assert "DATABASE_URL" not in container_env(extractor["spec"]["containers"][0])
+    assert "checksum/database" not in (extractor["metadata"].get("annotations") or {})
+    ingress = deployments["smtp-ingress"]["spec"]["template"]["spec"]["containers"][0]
+    assert container_env(ingress)["DATABASE_URL"]["secretKeyRef"]["key"] == (
+        "smtp-ingress-database-url")
+    (secret,) = of_kind(docs, "Secret").values()
+    assert set(secret["stringData"]) == {"smtp-ingress-database-url"}
 
 
 def test_database_url_in_plain_env_is_refused(helm: Any, chart: Any) -> None:

@@ -1,4 +1,5 @@
-"""The running stack for end-to-end tests: a real nats-server, each service its own process."""
+"""The running stack for end-to-end tests: a real nats-server, every registered service its own
+process."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from e2e_stack import OtlpReceiver, Stack, seed
 
+from postroom_contracts.services import registered
 from postroom_testing.nats import NatsServer
 from postroom_testing.procs import ServiceProcess, free_port
 
@@ -16,11 +18,11 @@ from postroom_testing.procs import ServiceProcess, free_port
 @pytest.fixture
 def start_stack(nats_server: NatsServer, service_process: Callable[..., ServiceProcess],
                 tmp_path: Path) -> Iterator[Callable[..., Stack]]:
-    """Start ingress + extractor against the test's nats-server; returns a factory."""
+    """Start every registered service (its ``postroom-<name>`` console script, its own SQLite
+    store, free ports) against the test's nats-server; returns a factory."""
 
     def start(**env: str) -> Stack:
         asyncio.run(seed(nats_server.url))
-        smtp_port, ingress_http, extractor_http = free_port(), free_port(), free_port()
         common = {
             "NATS_URL": nats_server.url,
             "BLOB_BACKEND": "nats",
@@ -29,26 +31,26 @@ def start_stack(nats_server: NatsServer, service_process: Callable[..., ServiceP
             "CONSUMER_BACKOFF_BASE_SECONDS": "0.2",
             **env,
         }
-        ingress = service_process(
-            "postroom-smtp-ingress",
-            env={**common, "OTEL_SERVICE_NAME": "smtp-ingress", "SMTP_HOST": "127.0.0.1",
-                 "SMTP_PORT": str(smtp_port), "HTTP_PORT": str(ingress_http),
-                 "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/smtp_ingress.db"},
-            ready_url=f"http://127.0.0.1:{ingress_http}/health/ready",
-            name="smtp-ingress",
-        )
-        extractor = service_process(
-            "postroom-attachment-extractor",
-            env={**common, "OTEL_SERVICE_NAME": "attachment-extractor",
-                 "HTTP_PORT": str(extractor_http),
-                 "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/attachment_extractor.db"},
-            ready_url=f"http://127.0.0.1:{extractor_http}/health/ready",
-            name="attachment-extractor",
-        )
-        ingress.start(timeout=60)
-        extractor.start(timeout=60)
-        return Stack(nats_server, smtp_port, ingress, extractor, ingress_http, extractor_http,
-                     tmp_path, common)
+        processes: dict[str, ServiceProcess] = {}
+        http_ports: dict[str, int] = {}
+        ports: dict[tuple[str, str], int] = {}
+        for spec in registered():
+            http_ports[spec.name] = free_port()
+            own = {}
+            for port in spec.ports:
+                ports[spec.name, port.name] = free_port()
+                own[port.env] = str(ports[spec.name, port.name])
+            processes[spec.name] = service_process(
+                f"postroom-{spec.name}",
+                env={**common, **own, "OTEL_SERVICE_NAME": spec.name,
+                     "HTTP_PORT": str(http_ports[spec.name]),
+                     "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/{spec.store_name}.db"},
+                ready_url=f"http://127.0.0.1:{http_ports[spec.name]}/health/ready",
+                name=spec.name,
+            )
+        for process in processes.values():
+            process.start(timeout=60)
+        return Stack(nats_server, processes, http_ports, ports, tmp_path, common)
 
     yield start
 

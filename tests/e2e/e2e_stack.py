@@ -28,13 +28,31 @@ TENANTS = REPO / "deploy" / "tenants.yaml"
 @dataclass
 class Stack:
     nats: NatsServer
-    smtp_port: int
-    ingress: ServiceProcess
-    extractor: ServiceProcess
-    ingress_http: int
-    extractor_http: int
+    processes: dict[str, ServiceProcess]  # every registered service, by name
+    http_ports: dict[str, int]
+    ports: dict[tuple[str, str], int]  # (service, port name) -> port, e.g. SMTP
     data: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ingress(self) -> ServiceProcess:
+        return self.processes["smtp-ingress"]
+
+    @property
+    def extractor(self) -> ServiceProcess:
+        return self.processes["attachment-extractor"]
+
+    @property
+    def smtp_port(self) -> int:
+        return self.ports["smtp-ingress", "smtp"]
+
+    @property
+    def ingress_http(self) -> int:
+        return self.http_ports["smtp-ingress"]
+
+    @property
+    def extractor_http(self) -> int:
+        return self.http_ports["attachment-extractor"]
 
     @property
     def extractor_url(self) -> str:
