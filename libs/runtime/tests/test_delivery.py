@@ -7,7 +7,7 @@ import importlib.util
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import nats
@@ -42,6 +42,7 @@ models = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
 _spec.loader.exec_module(models)  # type: ignore[union-attr]
 MIGRATIONS = Path(__file__).parent / "migrations"
 SHA = "cd" * 32
+DURABLE = "test-svc-mail-received"
 
 
 def received(message_id: str = "<po-1@supplier.example>") -> MailReceived:
@@ -77,13 +78,15 @@ def make_harness(nats_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch): 
     """Builds started runtimes; harness_factory stops them in the test's event loop."""
     async def make(behaviour: Behaviour | None = None, *, max_deliver: int = 3,
                    before_start: Callable[[ServiceRuntime], Awaitable[None]] | None = None,
-                   ) -> Harness:
+                   env: dict[str, str] | None = None) -> Harness:
         monkeypatch.setenv("NATS_URL", nats_server.url)
         monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/svc.db")
         monkeypatch.setenv("HTTP_PORT", "0")
         monkeypatch.setenv("OTEL_SERVICE_NAME", "test-svc")
         monkeypatch.setenv("CONSUMER_MAX_DELIVER", str(max_deliver))
         monkeypatch.setenv("CONSUMER_BACKOFF_BASE_SECONDS", "0.05")
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
         runtime = ServiceRuntime(load_settings(RuntimeSettings), migrations=MIGRATIONS,
                                  registry=CollectorRegistry(), configure_logging=False)
         nc = await nats.connect(nats_server.url)
@@ -100,7 +103,8 @@ def make_harness(nats_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch): 
         async def on_dead(event: Any, error: str) -> None:
             harness.dead.append((event, error))
 
-        runtime.consume(MailReceived, handler, processed=models.processed, outbox=models.outbox,
+        runtime.consume(MailReceived, handler, durable=DURABLE,
+                        processed=models.processed, outbox=models.outbox,
                         on_dead_letter=on_dead)
         if before_start is not None:
             runtime.on_start.insert(0, before_start)
@@ -143,7 +147,7 @@ async def test_each_event_is_handled_once_even_past_the_dedup_window(harness_fac
     await h.js.publish(event.nats_subject, event.model_dump_json().encode(), headers=headers)
     await eventually(lambda: _ret(len(h.calls) >= 1))
     await eventually(lambda: _count_is(h, "postroom.mail.failed.acme", 1))
-    await asyncio.sleep(0.5)
+    await eventually(lambda: _drained(h))
     assert h.calls == [event.event_id]
     assert await h.count(EVENTS_STREAM, "postroom.mail.received.acme") == 2
     assert await h.count(EVENTS_STREAM, "postroom.mail.failed.acme") == 1
@@ -174,7 +178,7 @@ async def test_poison_message_is_dead_lettered_not_redelivered_forever(harness_f
     event = received()
     await publish_event(h.runtime.broker, event, stream=EVENTS_STREAM)
     await eventually(lambda: _ret(len(h.dead) == 1))
-    await asyncio.sleep(1.0)
+    await eventually(lambda: _drained(h))
     assert len(h.calls) == 3  # bounded: no fourth attempt
     letters = await list_dead_letters(h.js)
     assert len(letters) == 1
@@ -266,10 +270,22 @@ def test_bad_configuration_names_the_variable(monkeypatch: pytest.MonkeyPatch) -
     assert err.value.code == 2
 
 
-def test_database_defaults_to_a_sqlite_file_per_service(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_database_defaults_to_a_sqlite_file_named_by_the_service_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class ShippingSettings(RuntimeSettings):
+        service_name: ClassVar[str] = "shipping-desk"
+
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    monkeypatch.setenv("OTEL_SERVICE_NAME", "smtp-ingress")
-    assert load_settings(RuntimeSettings).database_url == "sqlite+aiosqlite:///var/smtp_ingress.db"
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    settings = load_settings(ShippingSettings)
+    assert settings.database_url == "sqlite+aiosqlite:///var/shipping_desk.db"
+    assert settings.otel_service_name == "shipping-desk"
+    # renaming the service's telemetry moves neither its store nor its consumers
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "shipping-desk-eu")
+    renamed = load_settings(ShippingSettings)
+    assert renamed.otel_service_name == "shipping-desk-eu"
+    assert renamed.database_url == "sqlite+aiosqlite:///var/shipping_desk.db"
 
 
 async def _ret(value: bool) -> bool:
@@ -278,6 +294,12 @@ async def _ret(value: bool) -> bool:
 
 async def _count_is(h: Harness, subject: str, n: int) -> bool:
     return await h.count(EVENTS_STREAM, subject) == n
+
+
+async def _drained(h: Harness, durable: str = DURABLE) -> bool:
+    """The consumer has nothing left: every message delivered and acked or terminated."""
+    info = await h.js.consumer_info(EVENTS_STREAM, durable)
+    return info.num_pending == 0 and info.num_ack_pending == 0
 
 
 async def _ready(client: httpx.AsyncClient) -> bool:
@@ -416,3 +438,158 @@ async def test_outbox_marks_what_it_published_when_a_publish_fails_midway(tmp_pa
     assert await OutboxRelay(store, models.outbox, broker).flush() == 2
     assert broker.published == [events[1].nats_subject, events[2].nats_subject]
     await store.close()
+
+
+async def test_a_committed_event_is_acked_and_published_later_never_dead_lettered(
+    tmp_path: Path,
+) -> None:
+    # NATS refuses the outbox publish after the handler committed, on the last attempt:
+    # the message is acked (its work is done), and the relay publishes the event once NATS
+    # takes it again
+    from postroom_runtime import Consumer, DeliveryPolicy, OutboxRelay, Store
+
+    store = Store(f"sqlite+aiosqlite:///{tmp_path}/c.db")
+    await store.migrate(MIGRATIONS)
+    event = received()
+
+    async def handler(ev: MailReceived, session: Any, outbox: Any) -> None:
+        await outbox.emit(MailFailed.caused_by(ev, stage="test", error="done"))
+
+    class Unreachable(_RecordingBroker):
+        down = True
+
+        async def publish(self, payload: bytes, subject: str, **kw: Any) -> None:
+            if self.down:
+                raise ConnectionError("NATS went away")
+            await super().publish(payload, subject, **kw)
+
+    broker = Unreachable()
+    relay = OutboxRelay(store, models.outbox, broker, poll_interval=0.05, backoff_base=0.01,
+                        backoff_max=0.05)
+    consumer = Consumer(name="c", event_type=MailReceived, handler=handler, store=store,
+                        processed=models.processed, outbox=models.outbox, broker=broker,
+                        policy=DeliveryPolicy(max_deliver=1), relay=relay)
+    relay.start()
+    try:
+        msg = _FakeMsg(event.model_dump_json().encode(), num_delivered=1)
+        await consumer.handle(msg)
+        assert msg.outcome == "ack"
+        assert broker.published == []  # neither published nor dead-lettered yet
+        broker.down = False
+        await eventually(lambda: _ret(broker.published == ["postroom.mail.failed.acme"]))
+        async with store.sessions() as s:
+            marks = (await s.scalars(select(models.outbox.c.published_at))).all()
+        assert len(marks) == 1 and marks[0] is not None
+    finally:
+        await relay.stop()
+        await store.close()
+
+
+async def test_a_long_handler_keeps_its_message_with_heartbeats(harness_factory) -> None:
+    # the handler works for several ack waits (a long transcription): in_progress heartbeats
+    # keep the message, so JetStream never delivers it a second time
+    ack_wait = 1.0
+
+    async def long_work(_: MailReceived, call: int) -> None:
+        await asyncio.sleep(3.5 * ack_wait)  # the work itself, not a wait for the test
+
+    h = await harness_factory(long_work, env={"CONSUMER_ACK_WAIT_SECONDS": str(ack_wait)})
+    await publish_event(h.runtime.broker, received(), stream=EVENTS_STREAM)
+    await eventually(lambda: _ret(len(h.calls) == 1))
+    # another replica asks for work on the same durable while the handler runs: without the
+    # heartbeats JetStream would hand it the message after one ack wait
+    replica = await h.js.pull_subscribe_bind(DURABLE, EVENTS_STREAM)
+    with pytest.raises(nats.errors.TimeoutError):
+        await replica.fetch(1, timeout=2.5 * ack_wait)
+    await replica.unsubscribe()
+    await eventually(lambda: _count_is(h, "postroom.mail.failed.acme", 1))
+    await eventually(lambda: _drained(h))
+    info = await h.js.consumer_info(EVENTS_STREAM, DURABLE)
+    assert info.config.ack_wait == ack_wait
+    assert info.delivered.consumer_seq == 1  # one delivery, no redelivery
+    assert len(h.calls) == 1
+
+
+async def test_a_message_held_by_a_dead_process_comes_back_after_the_short_ack_wait(
+    harness_factory, nats_server,
+) -> None:
+    # a process fetched the message and died without acking it (its connection is gone):
+    # the message comes back after the ack wait, not after minutes
+    ack_wait = 1.0
+
+    async def make_consumer_first(runtime: ServiceRuntime) -> None:
+        # the runtime creates its durable consumer at start; the "dead" process takes the
+        # message before the runtime's subscriber runs
+        await runtime.js.add_consumer(EVENTS_STREAM, runtime._consumers[0])
+        doomed = await nats.connect(nats_server.url)
+        sub = await doomed.jetstream().pull_subscribe_bind(DURABLE, EVENTS_STREAM)
+        await publish_event(runtime.broker, received(), stream=EVENTS_STREAM)
+        [taken] = await sub.fetch(1, timeout=10)
+        assert taken.metadata.num_delivered == 1
+        took.append(asyncio.get_running_loop().time())
+        await doomed.close()  # dies: no ack, no heartbeat
+
+    took: list[float] = []
+    h = await harness_factory(before_start=make_consumer_first,
+                              env={"CONSUMER_ACK_WAIT_SECONDS": str(ack_wait)})
+    await eventually(lambda: _count_is(h, "postroom.mail.failed.acme", 1))
+    elapsed = asyncio.get_running_loop().time() - took[0]
+    assert elapsed >= ack_wait * 0.9  # redelivered by the ack wait, not earlier
+    assert len(h.calls) == 1
+    info = await h.js.consumer_info(EVENTS_STREAM, DURABLE)
+    assert info.delivered.consumer_seq == 2  # taken by the dead process, then by us
+
+
+async def test_a_handler_past_its_time_limit_is_retried_then_dead_lettered(
+    harness_factory,
+) -> None:
+    # a hostile input that never finishes cannot hold the consumer: each attempt is cut off
+    # at the time limit, retried, and dead-lettered after the last attempt
+    async def hangs(_: MailReceived, call: int) -> None:
+        await asyncio.Event().wait()
+
+    h = await harness_factory(hangs, max_deliver=2,
+                              env={"CONSUMER_HANDLER_TIMEOUT_SECONDS": "0.3"})
+    event = received()
+    await publish_event(h.runtime.broker, event, stream=EVENTS_STREAM)
+    await eventually(lambda: _ret(len(h.dead) == 1))
+    assert len(h.calls) == 2
+    [stored] = await list_dead_letters(h.js)
+    assert "time limit of 0.3 s" in stored.letter.error
+    # the next mail is handled: the consumer was not held
+    other = received("<next@supplier.example>")
+
+    async def fine(_: MailReceived, call: int) -> None:
+        return None
+
+    h2 = await harness_factory(fine, env={"CONSUMER_HANDLER_TIMEOUT_SECONDS": "0.3"})
+    await publish_event(h2.runtime.broker, other, stream=EVENTS_STREAM)
+    await eventually(lambda: _count_is(h2, "postroom.mail.failed.acme", 1))
+
+
+async def test_a_subscriber_sees_an_event_again_after_the_duplicate_window(
+    harness_factory,
+) -> None:
+    # JetStream drops a re-publish with the same Nats-Msg-Id only within its duplicate
+    # window. Past it (a relay that published, crashed before marking, and restarted much
+    # later), the stream holds the event twice: an outside subscriber de-duplicates on
+    # event_id, as Postroom's own consumers do with processed_messages.
+    h = await harness_factory(env={"STREAM_DUPLICATE_WINDOW_SECONDS": "1"})
+    event = received()
+    await publish_event(h.runtime.broker, event, stream=EVENTS_STREAM)
+    subject = "postroom.mail.received.acme"
+
+    async def republished() -> bool:
+        await publish_event(h.runtime.broker, event, stream=EVENTS_STREAM)
+        return await h.count(EVENTS_STREAM, subject) == 2
+
+    await eventually(republished)  # true once the window has passed
+    sub = await h.js.subscribe(subject, ordered_consumer=True)
+    copies = [await sub.next_msg(timeout=10) for _ in range(2)]
+    await sub.unsubscribe()
+    assert [c.headers["Nats-Msg-Id"] for c in copies] == [event.event_id] * 2
+    assert [json.loads(c.data)["event_id"] for c in copies] == [event.event_id] * 2
+    # Postroom's consumer handled it once and emitted its consequence once
+    await eventually(lambda: _drained(h))
+    assert h.calls == [event.event_id]
+    assert await h.count(EVENTS_STREAM, "postroom.mail.failed.acme") == 1

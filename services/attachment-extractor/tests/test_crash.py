@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ from postroom_testing.procs import free_port
 
 MAILS = 60
 KILLS = 6
+ACK_WAIT = 6  # CONSUMER_ACK_WAIT_SECONDS' default: a killed process's messages come back after it
+CONSUMER = "attachment-extractor-mail-received"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -52,7 +53,7 @@ async def test_sigkill_at_any_moment_loses_nothing_and_duplicates_nothing(
             "DATABASE_URL": database_url,
             "HTTP_PORT": str(port),
             "BLOB_BACKEND": "nats",
-            "CONSUMER_ACK_WAIT_SECONDS": "2",  # redeliver what a killed process held, soon
+            "CONSUMER_ACK_WAIT_SECONDS": str(ACK_WAIT),  # the default
             "CONSUMER_MAX_DELIVER": "30",
             "CONSUMER_BACKOFF_BASE_SECONDS": "0.1",
             "LOG_LEVEL": "WARNING",
@@ -76,33 +77,73 @@ async def test_sigkill_at_any_moment_loses_nothing_and_duplicates_nothing(
         await js.publish(event.nats_subject, event.model_dump_json().encode(),
                          headers=event_headers(event))
 
-    rng = random.Random(20260301)
-    progress = []
+    async def parsed() -> int:
+        info = await js.stream_info(EVENTS_STREAM, subjects_filter="postroom.mail.parsed.>")
+        return sum((info.state.subjects or {}).values())
+
+    async def held_by_the_service() -> int:
+        info = await js.consumer_info(EVENTS_STREAM, CONSUMER)
+        return info.num_ack_pending
+
+    async def until(check: Any, what: str, within: float = 120) -> None:
+        deadline = asyncio.get_running_loop().time() + within
+        while not await check():
+            assert asyncio.get_running_loop().time() < deadline, what
+            await asyncio.sleep(0.02)
+
+    # kill on observed progress, never on wall time: each life of the process ends once it
+    # has parsed a few more mails and holds more in flight (fetched, not acked)
+    step = MAILS // (KILLS + 2)
+    progress: list[int] = []
+    held: list[int] = []
     try:
-        for _ in range(KILLS):
+        for life in range(KILLS):
             await service.astart(timeout=60)
-            await asyncio.sleep(rng.uniform(0.05, 0.8))
+            target = (life + 1) * step
+
+            async def mid_work(target: int = target) -> bool:
+                return await parsed() >= target and await held_by_the_service() > 0
+
+            await until(mid_work, f"life {life}: no progress to {target} parsed")
             service.kill()  # SIGKILL: no shutdown, no cleanup
-            progress.append(len((await _subjects(js)).get("mail.parsed", [])))
+            progress.append(await parsed())
+            held.append(await held_by_the_service())
+        killed_at = asyncio.get_running_loop().time()
         await service.astart(timeout=60)
 
-        async def all_parsed() -> bool:
-            return len((await _subjects(js)).get("mail.parsed", [])) >= MAILS
+        async def redelivered() -> bool:
+            # the messages the killed process held are handed out again
+            info = await js.consumer_info(EVENTS_STREAM, CONSUMER)
+            return info.num_redelivered > 0 or info.num_ack_pending < held[-1]
 
-        deadline = asyncio.get_running_loop().time() + 120
-        while not await all_parsed():
-            assert asyncio.get_running_loop().time() < deadline, "not every mail was parsed"
-            await asyncio.sleep(0.2)
-        while True:  # wait for the consumer to have acked everything
-            info = await js.consumer_info(EVENTS_STREAM, "attachment-extractor-mail-received")
-            if info.num_pending == 0 and info.num_ack_pending == 0:
-                break
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(1.0)
+        await until(redelivered, "the killed process's messages never came back")
+        print(f"\nkill -> its held messages delivered again: "
+              f"{asyncio.get_running_loop().time() - killed_at:.1f} s "
+              f"(ack wait {ACK_WAIT} s; includes the restart)")
+
+        async def all_parsed() -> bool:
+            return await parsed() >= MAILS
+
+        await until(all_parsed, "not every mail was parsed")
+
+        async def drained() -> bool:  # every message acked, the outbox published
+            info = await js.consumer_info(EVENTS_STREAM, CONSUMER)
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await until(drained, "the consumer still holds messages")
+
+        async def outbox_empty() -> bool:
+            events = await _subjects(js)
+            return len(events.get("document.stored", [])) >= 3 * MAILS
+
+        await until(outbox_empty, "documents not all published")
 
         events = await _subjects(js)
-        # the kills did land while work was in progress, not only before or after it
-        assert any(0 < n < MAILS for n in progress), progress
+        # every kill landed while work was in progress: mails parsed before it and after it,
+        # and messages held by the process it killed
+        assert all(0 < n < MAILS for n in progress), progress
+        assert progress == sorted(progress) and progress[0] < progress[-1], progress
+        assert any(n > 0 for n in held), held
         parsed = events["mail.parsed"]
         docs = events["document.stored"]
         assert len(parsed) == MAILS and {p["mail_key"] for p in parsed} == keys

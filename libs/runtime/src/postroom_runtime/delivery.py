@@ -3,27 +3,39 @@
 For each JetStream message a consumer:
 1. decodes the event; an undecodable payload is poison and goes straight to the dead letters;
 2. skips it if ``processed_messages`` already holds (consumer, event_id) — JetStream's dedup
-   window is minutes long, this table is forever;
-3. runs the handler inside one store transaction; the handler's outgoing events are written to
-   the ``outbox`` table in that same transaction, with the idempotency row;
-4. after commit, publishes the outbox (``Nats-Msg-Id`` = derived event id, so a re-publish after
-   a crash is de-duplicated) and only then acks;
-5. on an error naks with exponential backoff; after ``max_deliver`` attempts (or on a
-   ``PoisonMessage``) copies the message to ``postroom.dlq.<consumer>`` and terminates it.
+   window is minutes long, this table is kept past the streams' retention;
+3. runs the handler inside one store transaction, within a time limit; the handler's outgoing
+   events are written to the ``outbox`` table in that same transaction, with the idempotency
+   row; while it runs, the message is kept alive with ``in_progress`` heartbeats, so a short
+   ack wait brings a killed process's messages back within seconds while a long handler keeps
+   its own;
+4. acks right after the commit: publishing the outbox is the job of the service's
+   ``OutboxRelay``, a background task that publishes committed rows (``Nats-Msg-Id`` = the
+   derived event id, so a re-publish is de-duplicated) whether or not messages arrive, and
+   retries with backoff. A committed event is therefore never retried, never dead-lettered,
+   and its ack never waits for the backlog;
+5. on an error (or past the time limit) naks with exponential backoff; after ``max_deliver``
+   attempts (or on a ``PoisonMessage``) copies the message to ``postroom.dlq.<consumer>`` and
+   terminates it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
 from typing import Any, Generic, TypeVar
 
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from pydantic import ValidationError
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,12 +64,15 @@ class Outbox:
 
     async def emit(self, event: Event) -> None:
         self.emitted.append(event)
+        headers = event_headers(event)
+        # the relay publishes later, in its own task: keep the trace this event belongs to
+        propagate.inject(headers)
         await self.session.execute(
             insert(self.table).values(
                 event_id=event.event_id,
                 subject=event.nats_subject,
                 payload=encode(event),
-                headers=event_headers(event),
+                headers=headers,
                 created_at=utcnow(),
             )
         )
@@ -72,49 +87,151 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
 
 
 class OutboxRelay:
-    """Publishes committed outbox rows, oldest first, and marks them published."""
+    """Publishes committed outbox rows, oldest first, and marks them published.
 
-    def __init__(self, store: Store, table: Table, broker: Any, timeout: float = 5.0) -> None:
+    One relay per service process and outbox table runs in the background (``start``): it
+    flushes when a consumer commits (``kick``), every ``poll_interval`` seconds regardless (rows
+    committed by a process that died, or by another replica), and after a failure with backoff.
+    On PostgreSQL a flush claims its page with ``FOR UPDATE SKIP LOCKED`` and holds the claim
+    until the rows are marked, so replicas never publish or mark the same rows; SQLite has one
+    writer and one relay per process.
+    """
+
+    def __init__(
+        self, store: Store, table: Table, broker: Any, timeout: float = 5.0, *,
+        page: int = 500, poll_interval: float = 2.0, backoff_base: float = 0.2,
+        backoff_max: float = 30.0,
+    ) -> None:
         self.store = store
         self.table = table
         self.broker = broker
         self.timeout = timeout
+        self.page = page
+        self.poll_interval = poll_interval
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.published_total = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
 
-    async def flush(self, limit: int = 500) -> int:
-        published = 0
+    def kick(self) -> None:
+        """Something was committed: flush soon."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self.table.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        failures = 0
         while True:
-            async with self.store.sessions() as session:
-                rows = (
-                    await session.execute(
-                        select(self.table.c.id, self.table.c.subject, self.table.c.payload,
-                               self.table.c.headers)
-                        .where(self.table.c.published_at.is_(None))
-                        .order_by(self.table.c.id)
-                        .limit(limit)
-                    )
-                ).all()
-            if not rows:
-                return published
-            done: list[int] = []
+            self._wake.clear()
             try:
-                for row in rows:
-                    await self.broker.publish(
-                        bytes(row.payload), subject=row.subject, headers=dict(row.headers),
-                        stream=EVENTS_STREAM, timeout=self.timeout,
-                    )
-                    done.append(row.id)
-            finally:
-                # one commit for the page; rows published before a failure are marked too
-                # (if this commit is lost they are published again: Nats-Msg-Id dedups them)
+                await self.flush()
+                failures = 0
+                wait = self.poll_interval
+            except Exception as exc:
+                failures += 1
+                wait = backoff_delay(failures, self.backoff_base, self.backoff_max)
+                log.warning("outbox publish failed; will retry",
+                            extra={"table": self.table.name, "retry_in_s": wait,
+                                   "failures": failures, "error": _describe(exc)})
+            if failures:
+                await asyncio.sleep(wait)  # a kick must not bypass the backoff
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def flush(self, limit: int | None = None) -> int:
+        """Publish every unpublished row now; raise the first publish error after marking
+        what did get published."""
+        page = limit or self.page
+        published = 0
+        async with self._flush_lock:  # one flush at a time in this process
+            while True:
+                count, full = await self._flush_page(page)
+                published += count
+                if not full:
+                    return published
+
+    async def _flush_page(self, page: int) -> tuple[int, bool]:
+        columns = (self.table.c.id, self.table.c.subject, self.table.c.payload,
+                   self.table.c.headers)
+        query = (select(*columns).where(self.table.c.published_at.is_(None))
+                 .order_by(self.table.c.id).limit(page))
+        if self.store.is_sqlite:
+            # a SQLite read snapshot cannot be upgraded to a write once another connection
+            # committed: read, publish, then mark in a transaction of its own
+            async with self.store.sessions() as session:
+                rows = (await session.execute(query)).all()
+            done, error = await self._publish(rows)
+            if done:
+                async with self.store.transaction() as session:
+                    await self._mark(session, done)
+        else:
+            async with self.store.transaction() as session:
+                rows = (await session.execute(
+                    query.with_for_update(skip_locked=True))).all()
+                done, error = await self._publish(rows)
                 if done:
-                    async with self.store.transaction() as session:
-                        await session.execute(
-                            update(self.table).where(self.table.c.id.in_(done))
-                            .values(published_at=utcnow())
-                        )
-            published += len(done)
-            if len(rows) < limit:
-                return published
+                    await self._mark(session, done)
+        self.published_total += len(done)
+        if error is not None:
+            raise error
+        return len(done), len(rows) == page
+
+    async def _mark(self, session: AsyncSession, ids: list[int]) -> None:
+        await session.execute(update(self.table).where(self.table.c.id.in_(ids))
+                              .values(published_at=utcnow()))
+
+    async def _publish(self, rows: Any) -> tuple[list[int], BaseException | None]:
+        """Publish a page (pipelined, in order on the wire); the ids that JetStream acked."""
+        results = await asyncio.gather(*(self._publish_one(row) for row in rows),
+                                       return_exceptions=True)
+        done = [row.id for row, result in zip(rows, results, strict=True)
+                if not isinstance(result, BaseException)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        return done, (errors[0] if errors else None)
+
+    async def _publish_one(self, row: Any) -> None:
+        headers = dict(row.headers)
+        # publish inside the trace of the handler that emitted the event
+        token = otel_context.attach(propagate.extract(headers))
+        try:
+            await self.broker.publish(
+                bytes(row.payload), subject=row.subject, headers=headers,
+                stream=EVENTS_STREAM, timeout=self.timeout,
+            )
+        finally:
+            otel_context.detach(token)
+
+
+async def prune(store: Store, *, processed: Table | None = None, outbox: Table | None = None,
+                processed_retention: float, outbox_retention: float) -> dict[str, int]:
+    """Delete idempotency rows and published outbox rows past their retention."""
+    now = utcnow()
+    removed: dict[str, int] = {}
+    async with store.transaction() as session:
+        if processed is not None:
+            cutoff = now - timedelta(seconds=processed_retention)
+            result = await session.execute(
+                delete(processed).where(processed.c.processed_at < cutoff))
+            removed[processed.name] = result.rowcount or 0
+        if outbox is not None:
+            cutoff = now - timedelta(seconds=outbox_retention)
+            result = await session.execute(
+                delete(outbox).where(outbox.c.published_at.is_not(None),
+                                     outbox.c.published_at < cutoff))
+            removed[outbox.name] = result.rowcount or 0
+    return removed
 
 
 @dataclass
@@ -123,6 +240,14 @@ class DeliveryPolicy:
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     publish_timeout: float = 5.0
+    handler_timeout: float = 300.0  # one attempt's time limit
+    heartbeat_interval: float = 5.0  # in_progress while a message is held; < the ack wait
+
+
+class Outcome(Enum):
+    ACK = "ack"
+    NACK = "nack"
+    REJECT = "reject"
 
 
 class Consumer(Generic[E]):
@@ -139,10 +264,11 @@ class Consumer(Generic[E]):
         outbox: Table,
         broker: Any,
         policy: DeliveryPolicy,
+        relay: OutboxRelay | None = None,
         on_dead_letter: Callable[[E | None, str], Awaitable[None]] | None = None,
         concurrency: int = 1,
     ) -> None:
-        self.name = name
+        self.name = name  # the durable consumer name, also the idempotency scope
         self.event_type = event_type
         self.handler = handler
         self.store = store
@@ -150,7 +276,7 @@ class Consumer(Generic[E]):
         self.outbox_table = outbox
         self.broker = broker
         self.policy = policy
-        self.relay = OutboxRelay(store, outbox, broker, policy.publish_timeout)
+        self.relay = relay or OutboxRelay(store, outbox, broker, policy.publish_timeout)
         self.on_dead_letter = on_dead_letter
         # FastStream runs a fetched batch concurrently: bound it (SQLite has one writer), and
         # never run two copies of the same event at once in this process.
@@ -159,69 +285,97 @@ class Consumer(Generic[E]):
 
     async def handle(self, msg: Any) -> None:
         """Entry point for a FastStream NATS message (ack policy MANUAL)."""
+        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        delay: float | None = None
+        try:
+            outcome, delay = await self._decide(msg)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        if outcome is Outcome.ACK:
+            await msg.ack()
+        elif outcome is Outcome.NACK:
+            await msg.nack(delay=delay)
+        else:
+            await msg.reject()
+
+    async def _heartbeat(self, msg: Any) -> None:
+        """Tell JetStream the message is still being worked on (it is waiting for a slot, or
+        its handler runs): the ack wait can then be short."""
+        raw = msg.raw_message
+        if not hasattr(raw, "in_progress"):
+            return
+        while True:
+            await asyncio.sleep(self.policy.heartbeat_interval)
+            try:
+                await raw.in_progress()
+            except Exception as exc:  # connection gone: redelivery will sort it out
+                log.debug("in_progress failed", extra={"error": str(exc)})
+
+    async def _decide(self, msg: Any) -> tuple[Outcome, float | None]:
         meta = _metadata(msg.raw_message)
         attempt = meta.num_delivered if meta else 1
         try:
             event = self.event_type.model_validate_json(msg.body)
         except ValidationError as exc:
-            await self._dead_letter(msg, attempt, f"undecodable {self.event_type.event_type}: "
-                                    f"{exc.error_count()} errors: {exc.errors()[0]['msg']}", None)
-            return
+            return await self._dead_letter(
+                msg, attempt, f"undecodable {self.event_type.event_type}: "
+                f"{exc.error_count()} errors: {exc.errors()[0]['msg']}", None)
         if event.event_id in self._in_flight:
             # a duplicate of an event being handled right now: look again once it is done
-            await msg.nack(delay=self.policy.backoff_base)
-            return
+            return Outcome.NACK, self.policy.backoff_base
         self._in_flight.add(event.event_id)
         token = mail_key_var.set(event.mail_key)
         try:
             async with self._slots:
-                await self._process(msg, event, attempt)
+                return await self._process(msg, event, attempt)
         finally:
             mail_key_var.reset(token)
             self._in_flight.discard(event.event_id)
 
-    async def _process(self, msg: Any, event: E, attempt: int) -> None:
+    async def _process(self, msg: Any, event: E, attempt: int) -> tuple[Outcome, float | None]:
         if attempt > self.policy.max_deliver and not await self._processed(event):
             # delivered again after the last attempt and never committed: the process died
             # while handling it (a committed event whose ack was lost is acked below instead)
-            await self._dead_letter(msg, attempt, "gave up: handler never finished", event)
-            return
+            return await self._dead_letter(msg, attempt, "gave up: handler never finished",
+                                           event)
         try:
-            async with self.store.transaction() as session:
-                done = await self._processed(event, session)
-                if not done:
-                    await self.handler(event, session, Outbox(session, self.outbox_table))
-                    await session.execute(
-                        insert(self.processed).values(
-                            consumer=self.name, event_id=event.event_id, processed_at=utcnow()
+            async with asyncio.timeout(self.policy.handler_timeout):
+                async with self.store.transaction() as session:
+                    done = await self._processed(event, session)
+                    if not done:
+                        await self.handler(event, session, Outbox(session, self.outbox_table))
+                        await session.execute(
+                            insert(self.processed).values(
+                                consumer=self.name, event_id=event.event_id,
+                                processed_at=utcnow(),
+                            )
                         )
-                    )
-            if done:
-                log.info("duplicate delivery skipped", extra={"consumer": self.name})
-            await self.relay.flush()
         except PoisonMessage as exc:
-            await self._dead_letter(msg, attempt, f"poison: {exc}", event)
-            return
+            return await self._dead_letter(msg, attempt, f"poison: {exc}", event)
         except Exception as exc:
             if isinstance(exc, IntegrityError) and await self._processed(event):
                 # a concurrent replica committed the same event first: it is done
                 log.info("event processed concurrently elsewhere", extra={"consumer": self.name})
-                await self.relay.flush()
-                await msg.ack()
-                return
+                return Outcome.ACK, None
             # any other constraint violation rolled the handler back: retry, never ack it
+            error = (f"handler exceeded its time limit of {self.policy.handler_timeout:g} s"
+                     if isinstance(exc, TimeoutError) else _describe(exc))
             if attempt >= self.policy.max_deliver:
-                await self._dead_letter(msg, attempt, _describe(exc), event)
-                return
+                return await self._dead_letter(msg, attempt, error, event)
             delay = backoff_delay(attempt, self.policy.backoff_base, self.policy.backoff_max)
             log.warning(
                 "handler failed; will retry",
                 extra={"consumer": self.name, "attempt": attempt, "retry_in_s": delay,
-                       "error": _describe(exc)},
+                       "error": error},
             )
-            await msg.nack(delay=delay)
-            return
-        await msg.ack()
+            return Outcome.NACK, delay
+        if done:
+            log.info("duplicate delivery skipped", extra={"consumer": self.name})
+        else:
+            self.relay.kick()
+        return Outcome.ACK, None
 
     async def _processed(self, event: E, session: AsyncSession | None = None) -> bool:
         """Whether this consumer's idempotency table holds the event (committed before)."""
@@ -234,7 +388,9 @@ class Consumer(Generic[E]):
         async with self.store.sessions() as own:
             return await own.scalar(query) is not None
 
-    async def _dead_letter(self, msg: Any, attempt: int, error: str, event: E | None) -> None:
+    async def _dead_letter(
+        self, msg: Any, attempt: int, error: str, event: E | None
+    ) -> tuple[Outcome, float | None]:
         raw = msg.raw_message
         meta = _metadata(raw)
         seq = meta.sequence.stream if meta else None
@@ -250,23 +406,29 @@ class Consumer(Generic[E]):
             headers=headers,
             mail_key=event.mail_key if event else headers.get("Postroom-Mail-Key"),
         )
-        await self.broker.publish(
-            letter.model_dump_json().encode(),
-            subject=dlq_subject(self.name),
-            headers={MSG_ID: f"dlq:{self.name}:{seq}:{attempt}"},
-            stream=DLQ_STREAM,
-            timeout=self.policy.publish_timeout,
-        )
+        try:
+            await self.broker.publish(
+                letter.model_dump_json().encode(),
+                subject=dlq_subject(self.name),
+                headers={MSG_ID: f"dlq:{self.name}:{seq}:{attempt}"},
+                stream=DLQ_STREAM,
+                timeout=self.policy.publish_timeout,
+            )
+        except Exception as exc:
+            # keep the message: it is dead-lettered on its next delivery
+            log.warning("dead-letter publish failed; will retry",
+                        extra={"consumer": self.name, "error": _describe(exc)})
+            return Outcome.NACK, self.policy.backoff_max
         log.error("message dead-lettered",
                   extra={"consumer": self.name, "attempt": attempt, "error": error[:500],
                          "mail_key": letter.mail_key})
         if self.on_dead_letter is not None:
             try:
                 await self.on_dead_letter(event, error)
-                await self.relay.flush()
+                self.relay.kick()
             except Exception:
                 log.exception("dead-letter hook failed", extra={"consumer": self.name})
-        await msg.reject()
+        return Outcome.REJECT, None
 
 
 def _metadata(raw: Any) -> Any:

@@ -17,7 +17,7 @@ from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -26,7 +26,7 @@ from sqlalchemy import Table
 from postroom_contracts import EVENTS_STREAM, Event, subject_filter
 
 from .blobs import BlobStore, FilesystemBlobStore, NatsBlobStore
-from .delivery import Consumer, DeliveryPolicy, Handler
+from .delivery import Consumer, DeliveryPolicy, Handler, OutboxRelay, prune
 from .http import build_http_app
 from .jetstream import provision_streams
 from .logs import setup_logging
@@ -94,7 +94,14 @@ class ServiceRuntime:
             backoff_base=settings.consumer_backoff_base_seconds,
             backoff_max=settings.consumer_backoff_max_seconds,
             publish_timeout=settings.publish_timeout_seconds,
+            handler_timeout=settings.consumer_handler_timeout_seconds,
+            # a third of the ack wait: two heartbeats may be late before JetStream gives up
+            heartbeat_interval=settings.consumer_ack_wait_seconds / 3,
         )
+        self.relays: dict[str, OutboxRelay] = {}  # one per outbox table
+        self.processed_tables: dict[str, Table] = {}
+        self._background: list[asyncio.Task[None]] = []
+        self._consumers: list[api.ConsumerConfig] = []
         self.on_start: list[Hook] = []
         self.on_started: list[Hook] = []  # after everything (broker, HTTP) started
         self.on_stop: list[Hook] = []
@@ -103,31 +110,50 @@ class ServiceRuntime:
         self._http_task: asyncio.Task[None] | None = None
         self.http_port: int | None = None
 
+    def relay_for(self, outbox: Table) -> OutboxRelay:
+        """The service's background publisher of ``outbox`` (one per table and process)."""
+        relay = self.relays.get(outbox.name)
+        if relay is None:
+            relay = self.relays[outbox.name] = OutboxRelay(
+                self.store, outbox, self.broker, self.policy.publish_timeout,
+                poll_interval=self.settings.outbox_poll_seconds,
+            )
+        return relay
+
     def consume(
         self,
         event_type: type[Event],
         handler: Handler[Any],
         *,
+        durable: str,
         processed: Table,
         outbox: Table,
-        name: str | None = None,
         on_dead_letter: Callable[[Any, str], Awaitable[None]] | None = None,
         batch_size: int = 16,
+        handler_timeout: float | None = None,
     ) -> Consumer[Any]:
-        """Subscribe ``handler`` to every tenant's ``event_type`` with a durable pull consumer."""
-        durable = name or f"{self.name}-{event_type.event_type.replace('.', '-')}"
+        """Subscribe ``handler`` to every tenant's ``event_type`` with a durable pull consumer.
+
+        ``durable`` is the JetStream consumer and the idempotency scope: written in the
+        service's code, never derived from configuration, because a new name starts from the
+        beginning of the stream (and reprocesses 14 days of events)."""
+        policy = self.policy
+        if handler_timeout is not None:
+            policy = DeliveryPolicy(**{**vars(self.policy), "handler_timeout": handler_timeout})
         consumer: Consumer[Any] = Consumer(
             name=durable, event_type=event_type, handler=handler, store=self.store,
-            processed=processed, outbox=outbox, broker=self.broker, policy=self.policy,
-            on_dead_letter=on_dead_letter,
+            processed=processed, outbox=outbox, broker=self.broker, policy=policy,
+            relay=self.relay_for(outbox), on_dead_letter=on_dead_letter,
             concurrency=1 if self.store.is_sqlite else self.settings.consumer_concurrency,
         )
-
-        async def flush_outbox(_: ServiceRuntime) -> None:
-            # events committed before a crash but never published
-            await consumer.relay.flush()
-
-        self.on_start.append(flush_outbox)
+        self.processed_tables[processed.name] = processed
+        self._consumers.append(api.ConsumerConfig(
+            name=durable, durable_name=durable,
+            filter_subject=subject_filter(event_type.event_type),
+            ack_policy=api.AckPolicy.EXPLICIT, deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=self.settings.consumer_ack_wait_seconds, max_deliver=-1,
+            max_ack_pending=1000,
+        ))
 
         @self.broker.subscriber(
             subject_filter(event_type.event_type),
@@ -147,6 +173,27 @@ class ServiceRuntime:
             await consumer.handle(msg)
 
         return consumer
+
+    async def _prune_forever(self) -> None:
+        outboxes = {name: relay.table for name, relay in self.relays.items()}
+        while True:
+            try:
+                for table in self.processed_tables.values():
+                    await self._prune(processed=table)
+                for table in outboxes.values():
+                    await self._prune(outbox=table)
+            except Exception:
+                log.exception("pruning failed; will try again")
+            await asyncio.sleep(self.settings.prune_interval_seconds)
+
+    async def _prune(self, **tables: Table) -> None:
+        removed = await prune(
+            self.store, **tables,
+            processed_retention=self.settings.processed_retention_seconds,
+            outbox_retention=self.settings.outbox_retention_seconds,
+        )
+        if any(removed.values()):
+            log.info("pruned", extra={"removed": removed})
 
     @property
     def js(self) -> JetStreamContext:
@@ -196,6 +243,13 @@ class ServiceRuntime:
         await self.blobs.ping()
         for hook in self.on_start:
             await hook(self)
+        for config in self._consumers:
+            # create or update: a consumer made by an older release gets today's ack wait
+            await self.js.add_consumer(EVENTS_STREAM, config)
+        for relay in self.relays.values():
+            relay.start()  # first: events committed before a crash but never published
+        if self.relays or self.processed_tables:
+            self._background.append(asyncio.create_task(self._prune_forever(), name="prune"))
         await self.broker.start()
         if self.serve_http:
             await self._start_http()
@@ -225,7 +279,15 @@ class ServiceRuntime:
             except Exception:
                 log.exception("stop hook failed")
         with contextlib.suppress(Exception):
-            await self.broker.stop()
+            await self.broker.stop()  # subscribers first: nothing new is committed
+        for relay in self.relays.values():
+            with contextlib.suppress(Exception):  # best effort: the next start publishes it
+                await asyncio.wait_for(relay.flush(), self.policy.publish_timeout)
+            await relay.stop()
+        for task in self._background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._http_server is not None:
             self._http_server.should_exit = True
             if self._http_task is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,7 +25,11 @@ class RuntimeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, env_file=None)
 
-    otel_service_name: str = "postroom"
+    # The service's own name, fixed in its code: it names the default store. Renaming the
+    # service's telemetry (OTEL_SERVICE_NAME) must not move its data or its consumers.
+    service_name: ClassVar[str] = "postroom"
+
+    otel_service_name: str = ""
     otel_exporter_otlp_endpoint: str | None = None
     nats_url: str = "nats://127.0.0.1:4222"
     database_url: str = ""
@@ -46,12 +50,35 @@ class RuntimeSettings(BaseSettings):
     consumer_backoff_base_seconds: float = Field(default=1.0, gt=0)
     consumer_backoff_max_seconds: float = Field(default=60.0, gt=0)
     consumer_concurrency: int = Field(default=8, ge=1, description="PostgreSQL stores only")
-    consumer_ack_wait_seconds: float = Field(default=60.0, gt=0)
+    consumer_ack_wait_seconds: float = Field(
+        default=6.0, gt=0,
+        description="JetStream ack wait: a killed process's messages come back after this; "
+                    "a running handler keeps its message with in_progress heartbeats",
+    )
+    consumer_handler_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="Time limit of one handler attempt (then retried)",
+    )
+    outbox_poll_seconds: float = Field(
+        default=2.0, gt=0, description="The outbox relay also looks for new rows this often",
+    )
+    prune_interval_seconds: float = Field(
+        default=3600.0, gt=0, description="How often processed_messages and outbox are pruned",
+    )
+    processed_retention_seconds: float = Field(
+        default=31 * 24 * 3600.0, gt=0,
+        description="Idempotency rows kept this long: past the events' and dead letters' "
+                    "retention, so nothing a stream can still deliver is processed twice",
+    )
+    outbox_retention_seconds: float = Field(
+        default=24 * 3600.0, gt=0, description="Published outbox rows kept this long",
+    )
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
 
     def model_post_init(self, __context: object) -> None:
+        if not self.otel_service_name:
+            self.otel_service_name = self.service_name
         if not self.database_url:
-            name = self.otel_service_name.replace("-", "_")
+            name = self.service_name.replace("-", "_")
             self.database_url = f"sqlite+aiosqlite:///var/{name}.db"
 
 

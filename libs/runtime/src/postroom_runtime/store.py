@@ -8,6 +8,10 @@ Schema changes go through each service's Alembic migrations (``Store.migrate``).
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import hashlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -87,6 +91,13 @@ def create_runtime_tables(op: Any) -> None:
     op.create_index("ix_outbox_published_at", "outbox", ["published_at"])
 
 
+def migration_lock_key(script_location: Path | str) -> int:
+    """A stable signed 64-bit advisory-lock key for one service's migrations."""
+    name = f"postroom-migrations:{Path(script_location).resolve().parent.name}"
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 def sqlite_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
     """The settings of every SQLite connection (the engine's, and raw ``sqlite3`` ones)."""
     cursor = dbapi_connection.cursor()
@@ -135,8 +146,27 @@ class Store:
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
 
-        async with self.engine.begin() as conn:
+        # replicas starting together: one migrates, the others wait, then find the schema at
+        # head. PostgreSQL: an advisory lock held by the migration's transaction; SQLite (one
+        # host): an exclusive lock on a file beside the database.
+        async with self._sqlite_migration_lock(), self.engine.begin() as conn:
+            if not self.is_sqlite:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": migration_lock_key(script_location)})
             await conn.run_sync(upgrade)
+
+    @asynccontextmanager
+    async def _sqlite_migration_lock(self) -> AsyncIterator[None]:
+        database = self.url.database if self.is_sqlite else None
+        if not database or database == ":memory:":
+            yield
+            return
+        fd = os.open(f"{database}.migrate.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -50,6 +50,9 @@ from .store import Status
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The durable JetStream consumer and idempotency scope: fixed here, never renamed (a new name
+# would start again from the beginning of the stream).
+CONSUMER = "attachment-extractor-mail-received"
 MAX_PAGE = 500
 
 
@@ -304,7 +307,8 @@ def build_runtime(
     runtime = ServiceRuntime(settings, migrations=MIGRATIONS, registry=registry,
                              configure_logging=configure_logging)
     extractor = Extractor(runtime, settings)
-    runtime.consume(MailReceived, extractor.handle, processed=store.processed_messages,
+    runtime.consume(MailReceived, extractor.handle, durable=CONSUMER,
+                    processed=store.processed_messages,
                     outbox=store.outbox, on_dead_letter=extractor.on_dead_letter)
     add_routes(runtime.http, runtime)
     return runtime

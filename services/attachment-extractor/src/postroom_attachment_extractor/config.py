@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from postroom_runtime import RuntimeSettings
@@ -12,7 +14,7 @@ from .handlers import Limits
 class ExtractorSettings(RuntimeSettings):
     """Environment variables (upper-case names), e.g. ``EXTRACT_MAX_PARTS=200``."""
 
-    otel_service_name: str = "attachment-extractor"
+    service_name: ClassVar[str] = "attachment-extractor"
     http_port: int = Field(default=8026, ge=0, le=65535)
 
     extract_max_parts: int = Field(

@@ -7,6 +7,7 @@ import re
 import ssl
 from functools import cached_property
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
@@ -22,7 +23,7 @@ def _split(value: str) -> list[str]:
 class IngressSettings(RuntimeSettings):
     """Environment variables (upper-case names), e.g. ``SMTP_PORT=2525``."""
 
-    otel_service_name: str = "smtp-ingress"
+    service_name: ClassVar[str] = "smtp-ingress"
     http_port: int = Field(default=8025, ge=0, le=65535)
     # raw MIME is stored before every 250: a mail up to 512 KiB (nearly all) takes one NATS
     # round trip in the KV tier instead of three in the Object Store
