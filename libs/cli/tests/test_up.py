@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
 import signal
 import smtplib
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +219,56 @@ def test_up_serves_mail_end_to_end_and_restarts_a_crashed_service(
     up.signal(signal.SIGTERM)
     assert up.wait(60) == 0, up.output
     assert up.stdout[-1].endswith("| stopped")
+
+
+@pytest.mark.skipif("smtp-ingress" in MISSING, reason=f"no smtp-ingress: {MISSING}")
+def test_up_offers_starttls_with_a_self_signed_certificate_it_keeps(
+    cli_process, cli, ports: Ports, seed: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    args = ["up", "--data-dir", str(data), "--tenants", str(seed),
+            "--skip", "attachment-extractor", *ports.args()]
+    up = cli_process(*args)
+    up.wait_for("Ctrl-C stops everything.", timeout=120)  # the banner's last line
+    cert = data.resolve() / "tls" / "smtp-snakeoil.pem"
+    assert f"generated the self-signed SMTP certificate {cert}" in up.output
+    line = up.wait_for("  TLS   ")
+    match = re.search(r"STARTTLS offered with a self-signed certificate (\S+) "
+                      r"\(SHA-256 ((?:[0-9A-F]{2}:){31}[0-9A-F]{2})\)$", line)
+    assert match is not None, line
+    assert match.group(1) == str(cert)
+    fingerprint = match.group(2)
+
+    # a real STARTTLS, the server verified against that certificate, then a mail over it
+    context = ssl.create_default_context(cafile=str(cert))
+    raw = (b"From: buyer@supplier.example\r\nTo: orders+acme@intake.example.com\r\n"
+           b"Subject: over TLS\r\nMessage-ID: <tls-1@supplier.example>\r\n\r\nhello\r\n")
+    with smtplib.SMTP("127.0.0.1", ports.smtp, timeout=30) as smtp:
+        smtp.ehlo("tls.client.example")
+        assert smtp.has_extn("starttls")
+        assert smtp.starttls(context=context)[0] == 220
+        served = hashlib.sha256(smtp.sock.getpeercert(binary_form=True)).hexdigest().upper()
+        version = smtp.sock.version()
+        smtp.ehlo("tls.client.example")
+        refused = smtp.sendmail("buyer@supplier.example", ["orders+acme@intake.example.com"], raw)
+    assert refused == {}
+    assert ":".join(served[i:i + 2] for i in range(0, 64, 2)) == fingerprint
+    events = cli("tail", "--from-start", "-n", "1", "postroom.mail.received.*",
+                 nats_url=ports.nats_url)
+    event = json.loads(events.stdout.splitlines()[0])["payload"]
+    assert event["tls"] is True
+    assert (event["smtp"]["tls_version"], event["smtp"]["helo"]) == (version,
+                                                                     "tls.client.example")
+    up.signal(signal.SIGINT)
+    assert up.wait(60) == 0, up.output
+
+    # the next start keeps the certificate (a client that pinned it keeps working)
+    again = cli_process(*args)
+    again.wait_for("Ctrl-C stops everything.", timeout=120)
+    assert f"reusing the self-signed SMTP certificate {cert}" in again.output
+    assert f"(SHA-256 {fingerprint})" in again.wait_for("  TLS   ")
+    again.signal(signal.SIGINT)
+    assert again.wait(60) == 0, again.output
 
 
 def test_up_refuses_a_port_in_use(cli_process, ports: Ports, tmp_path: Path) -> None:
