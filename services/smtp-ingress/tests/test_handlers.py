@@ -301,6 +301,16 @@ def test_received_header_in_the_postfix_form() -> None:
     assert msg["Subject"] == "x"
 
 
+def test_received_date_is_formatted_by_email_utils_for_every_second_and_zone() -> None:
+    utc = NOW
+    later = NOW.replace(microsecond=999_999)  # same second: same text
+    plus_one = NOW.astimezone(timezone(timedelta(hours=1)))  # same instant, another zone
+    next_second = NOW + timedelta(seconds=1)
+    for now in (utc, later, plus_one, plus_one, next_second, utc):
+        assert h.rfc5322_date(now) == email.utils.format_datetime(now.replace(microsecond=0))
+    assert h.rfc5322_date(plus_one).endswith("11:00:05 +0100")
+
+
 @pytest.mark.parametrize(("session", "smtputf8", "protocol"), [
     (SmtpSession(client_ip="192.0.2.7", helo="a", esmtp=False), False, "SMTP"),
     (SmtpSession(client_ip="192.0.2.7", helo="a", esmtp=True), False, "ESMTP"),

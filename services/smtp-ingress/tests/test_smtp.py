@@ -540,6 +540,35 @@ async def test_starttls_then_auth(start_ingress: Any, server_cert: Any, client_t
     assert "alice" not in (await stored(ingress, event))[0].decode()  # the user is not written
 
 
+async def test_each_mail_of_a_session_carries_the_facts_at_its_time(
+    start_ingress: Any, server_cert: Any, client_tls: Any
+) -> None:
+    cert, key = server_cert
+    ingress = await start_ingress(smtp_tls_cert=cert, smtp_tls_key=key,
+                                  smtp_auth_users="alice:pw")
+
+    def run() -> None:
+        with smtp(ingress) as client:  # EHLO client.example
+            client.sendmail(SENDER, [ACME], make_mail(message_id="<plain@x>"))
+            client.starttls(context=client_tls)
+            client.ehlo("tls.client.example")
+            client.sendmail(SENDER, [ACME], make_mail(message_id="<tls@x>"))
+            client.login("alice", "pw")
+            client.sendmail(SENDER, [ACME], make_mail(message_id="<auth@x>"))
+            client.ehlo("renamed.client.example")
+            client.sendmail(SENDER, [ACME], make_mail(message_id="<renamed@x>"))
+
+    await asyncio.to_thread(run)
+    events = [e for e, _ in await ingress.events()]
+    facts = [(e.smtp.helo, e.smtp.tls_version is not None, e.smtp.auth_user)
+             for e in events if e.smtp is not None]
+    assert facts == [("client.example", False, None), ("tls.client.example", True, None),
+                     ("tls.client.example", True, "alice"),
+                     ("renamed.client.example", True, "alice")]
+    protocols = [parse_received((await stored(ingress, e))[0])["protocol"] for e in events]
+    assert protocols == ["ESMTP", "ESMTPS", "ESMTPSA", "ESMTPSA"]
+
+
 async def test_require_tls_refuses_mail_before_starttls(
     start_ingress: Any, server_cert: Any, client_tls: Any
 ) -> None:

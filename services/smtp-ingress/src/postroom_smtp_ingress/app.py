@@ -137,6 +137,9 @@ class IngressSession(Session):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self.auth_mechanism: str | None = None  # set by the authenticator on success
+        # the facts of the last mail, for the next one of this session (aiosmtpd starts a new
+        # session at STARTTLS, so peer and TLS never change within one)
+        self.facts: tuple[tuple[Any, ...], SmtpSession] | None = None
 
 
 class ConnectionLimiter:
@@ -427,14 +430,23 @@ class IngressHandler:
     @staticmethod
     def _session_facts(server: IngressSMTP, session: Session) -> SmtpSession:
         authenticated = bool(session.authenticated)
-        return session_facts(
+        mechanism = getattr(session, "auth_mechanism", None) if authenticated else None
+        key = (session.host_name, session.extended_smtp, authenticated, session.auth_data,
+               mechanism)
+        cached = getattr(session, "facts", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        facts = session_facts(
             peer=session.peer,
             helo=session.host_name,
             esmtp=bool(session.extended_smtp),
             tls=server.tls_facts(),
             auth_user=str(session.auth_data) if authenticated else None,
-            auth_mechanism=getattr(session, "auth_mechanism", None) if authenticated else None,
+            auth_mechanism=mechanism,
         )
+        if isinstance(session, IngressSession):
+            session.facts = (key, facts)
+        return facts
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("SMTP session error", exc_info=error)
