@@ -45,14 +45,15 @@ from postroom_runtime.store import utcnow
 from . import store
 from .config import ExtractorSettings
 from .handlers import SUPPORTED_TYPES, parse_mail
+from .spec import SERVICE
 from .store import Status
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-# The durable JetStream consumer and idempotency scope: fixed here, never renamed (a new name
-# would start again from the beginning of the stream).
-CONSUMER = "attachment-extractor-mail-received"
+# The durable JetStream consumer and idempotency scope, fixed in spec.py (never renamed: a new
+# name would start again from the beginning of the stream).
+CONSUMER = SERVICE.durable_for(MailReceived)
 MAX_PAGE = 500
 
 
