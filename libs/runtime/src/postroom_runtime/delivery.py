@@ -39,7 +39,7 @@ from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postroom_contracts import DLQ_STREAM, EVENTS_STREAM, DeadLetter, Event, dlq_subject
+from postroom_contracts import DLQ_STREAM, EVENTS_STREAM, DeadLetter, Event, decode, dlq_subject
 
 from .jetstream import MSG_ID, encode, event_headers
 from .logs import mail_key_var
@@ -317,7 +317,7 @@ class Consumer(Generic[E]):
         meta = _metadata(msg.raw_message)
         attempt = meta.num_delivered if meta else 1
         try:
-            event = self.event_type.model_validate_json(msg.body)
+            event = decode(self.event_type, msg.body)
         except ValidationError as exc:
             return await self._dead_letter(
                 msg, attempt, f"undecodable {self.event_type.event_type}: "
