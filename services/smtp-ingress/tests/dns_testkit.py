@@ -3,7 +3,8 @@
 with dkimpy, ARC sets sealed with dkimpy.
 
 Behaviours per subtree: ``servfail`` answers SERVFAIL, ``silent`` never answers (until the
-server stops), ``gated`` answers only once ``gate`` is set. Every question is recorded.
+server stops), ``gated`` answers only once ``gate`` is set; ``all_silent`` answers nothing at
+all. Every question is recorded.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class TestDns(BaseResolver):  # type: ignore[misc]
         self.records: dict[tuple[str, str], list[RR]] = {}
         self.servfail: set[str] = set()
         self.silent: set[str] = set()
+        self.all_silent = False  # answer nothing at all (a dead resolver)
         self.gated: set[str] = set()
         self.gate = threading.Event()
         self.stopping = threading.Event()
@@ -90,7 +92,7 @@ class TestDns(BaseResolver):  # type: ignore[misc]
         qtype = QTYPE[request.q.qtype]
         with self._lock:
             self.queries.append((name, qtype))
-        if _under(name, self.silent):
+        if self.all_silent or _under(name, self.silent):
             self.stopping.wait(600)
             raise DNSError("no answer")  # dnslib sends nothing
         if _under(name, self.gated):

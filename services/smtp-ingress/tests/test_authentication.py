@@ -356,6 +356,33 @@ async def test_a_timed_out_name_is_not_asked_again_at_once(authenticator: Authen
     assert "(cached)" in (verdicts.dmarc.reason or "")
 
 
+async def test_a_slow_domain_does_not_make_the_resolver_down(authenticator: Authenticator,
+                                                             keys: Keys) -> None:
+    slow = await verify(authenticator, mail(from_="a@silent.example"),
+                        mail_from="a@silent.example")
+    assert slow.spf is not None and slow.spf.result == "temperror"
+    assert not authenticator.resolver.down  # the probe was answered: only the domain is slow
+    fine = await verify(authenticator, dkim_sign(mail(), keys.pass_, "pass.example"))
+    assert fine.spf is not None and fine.spf.result == "pass"
+    assert [v.result for v in fine.dkim] == ["pass"] and fine.dmarc.result == "pass"
+
+
+async def test_a_resolver_that_answers_nothing_is_not_waited_for_again(
+        authenticator: Authenticator, dns: TestDns) -> None:
+    dns.all_silent = True
+    first = await verify(authenticator, mail(), mail_from="a@pass.example")
+    assert first.spf is not None and first.spf.result == "temperror"
+    assert authenticator.resolver.down
+    # another mail, other domains: temperror at once, the server is not even asked
+    other = await verify(authenticator, mail(from_="a@fail.example"), mail_from="a@fail.example",
+                         ip="192.0.2.7")
+    assert other.spf is not None and other.spf.result == "temperror"
+    assert other.dmarc.result == "temperror"
+    assert other.iprev is not None and other.iprev.result == "temperror"
+    assert "not answering" in (other.spf.reason or "")
+    assert dns.asked("fail.example") == 0 and dns.asked("_dmarc.fail.example") == 0
+
+
 async def test_unreachable_resolver_gives_temperror() -> None:
     # a port nobody listens on: questions go unanswered
     auth = Authenticator(Resolver(parse_servers("127.0.0.1:9")), "mx.postroom.test", 1.0)

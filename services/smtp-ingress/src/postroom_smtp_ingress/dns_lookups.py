@@ -6,8 +6,10 @@ resolver) and never waits past its deadline: a lookup that cannot be answered in
 SERVFAIL or an unreachable server raises :class:`DnsTempError` (the verdict becomes
 ``temperror``) instead of holding a consumer. Answers are cached by their TTL (dnspython's
 LRU cache, NXDOMAIN included); failures are cached for ``FAILURE_TTL_SECONDS`` per name and
-type (RFC 9520), so a resolver that does not answer costs one timeout per name, not one per
-mail.
+type (RFC 9520). When a lookup times out, one probe (the root's NS, which any resolver answers
+from memory) tells a slow domain from a resolver that answers nothing at all: in the second
+case every lookup fails at once for ``DOWN_SECONDS`` (an offline machine, a dead resolver),
+so an outage costs one timeout per ``DOWN_SECONDS``, not one per mail or per domain.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import dns.exception
 import dns.message
 import dns.name
 import dns.nameserver
+import dns.query
 import dns.rdatatype
 import dns.resolver
 import dns.reversename
@@ -31,6 +34,8 @@ FAILURE_TTL_SECONDS = 30.0
 FAILURE_CACHE_SIZE = 10_000
 ANSWER_CACHE_SIZE = 50_000
 PER_TRY_TIMEOUT_SECONDS = 2.0  # one server, one try; retried until the deadline
+DOWN_SECONDS = 30.0  # after the resolver answered not even the probe
+PROBE_TIMEOUT_SECONDS = 1.0
 
 
 class DnsTempError(Exception):
@@ -126,6 +131,8 @@ class Resolver:
             resolver.timeout = PER_TRY_TIMEOUT_SECONDS
             self._resolver = resolver
         self._failures = _FailureCache(failure_ttl, FAILURE_CACHE_SIZE)
+        self._down_until = 0.0
+        self._probing = threading.Lock()
 
     def lookups(self, budget: float) -> Lookups:
         """A view whose lookups all end within ``budget`` seconds from now."""
@@ -139,6 +146,8 @@ class Resolver:
             raise DnsTempError(f"{failed} (cached)")
         if self._resolver is None:
             raise DnsTempError(self.error or "no DNS resolver")
+        if time.monotonic() < self._down_until:
+            raise DnsTempError("DNS resolver not answering")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise DnsTempError("DNS time budget spent")
@@ -153,6 +162,9 @@ class Resolver:
             reason = f"DNS timeout ({dns.rdatatype.to_text(rdtype)} {key[0]})"
             if remaining >= PER_TRY_TIMEOUT_SECONDS:  # a full try went unanswered
                 self._failures.put(key, reason)
+                if not self._answers():
+                    self._down_until = time.monotonic() + DOWN_SECONDS
+                    reason = f"{reason}; DNS resolver not answering"
             raise DnsTempError(reason) from None
         except dns.resolver.NoNameservers:
             # every server answered SERVFAIL/REFUSED or could not be reached
@@ -162,6 +174,34 @@ class Resolver:
         except (dns.exception.DNSException, OSError) as exc:
             raise DnsTempError(f"DNS error: {type(exc).__name__}: {exc}") from None
         return list(answer.rrset) if answer.rrset is not None else []
+
+
+    def _answers(self) -> bool:
+        """Does any configured server answer at all (any response code)? Asked directly, past
+        the cache; one probe at a time (a concurrent one counts as an answer)."""
+        if not self._probing.acquire(blocking=False):
+            return True
+        try:
+            assert self._resolver is not None
+            query = dns.message.make_query(dns.name.root, dns.rdatatype.NS)
+            for server in self._resolver.nameservers:
+                if isinstance(server, str):
+                    address, port = server, self._resolver.port
+                else:
+                    address, port = server.address, getattr(server, "port", 53)
+                try:
+                    dns.query.udp(query, address, timeout=PROBE_TIMEOUT_SECONDS, port=port)
+                    return True
+                except (dns.exception.DNSException, OSError, ValueError):
+                    continue
+            return False
+        finally:
+            self._probing.release()
+
+    @property
+    def down(self) -> bool:
+        """The resolver answered nothing recently: lookups fail at once."""
+        return time.monotonic() < self._down_until
 
 
 @dataclass
