@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from e2e_stack import OtlpReceiver, Stack, seed
+from e2e_stack import LocalDns, OtlpReceiver, Stack, seed
 
 from postroom_contracts.services import registered
 from postroom_testing.nats import NatsServer
@@ -17,7 +17,7 @@ from postroom_testing.procs import ServiceProcess, free_port
 
 @pytest.fixture
 def start_stack(nats_server: NatsServer, service_process: Callable[..., ServiceProcess],
-                tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+                tmp_path: Path, dns: LocalDns) -> Iterator[Callable[..., Stack]]:
     """Start every registered service (its ``postroom-<name>`` console script, its own SQLite
     store, free ports) against the test's nats-server; returns a factory."""
 
@@ -25,6 +25,7 @@ def start_stack(nats_server: NatsServer, service_process: Callable[..., ServiceP
         asyncio.run(seed(nats_server.url))
         common = {
             "NATS_URL": nats_server.url,
+            "AUTH_DNS_SERVERS": dns.address,  # mail authentication asks only this machine
             "BLOB_BACKEND": "nats",
             "HTTP_HOST": "127.0.0.1",
             "LOG_LEVEL": "INFO",
@@ -58,6 +59,13 @@ def start_stack(nats_server: NatsServer, service_process: Callable[..., ServiceP
 @pytest.fixture
 def stack(start_stack: Callable[..., Stack]) -> Stack:
     return start_stack(SMTP_MAX_MESSAGE_SIZE=str(512 * 1024))
+
+
+@pytest.fixture
+def dns() -> Iterator[LocalDns]:
+    server = LocalDns()
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from dnslib import PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord
+from dnslib.server import BaseResolver, DNSServer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from postroom_runtime.tenants import load_seed, seed_tenants
@@ -144,6 +146,48 @@ async def stream_count(url: str, subject: str) -> int:
         return sum((info.state.subjects or {}).values())
     finally:
         await nc.close()
+
+
+class LocalDns(BaseResolver):  # type: ignore[misc]
+    """The stack's DNS for mail authentication (``AUTH_DNS_SERVERS``): a dnslib server on a free
+    port of 127.0.0.1, so the end-to-end tests never ask a resolver outside this machine. It
+    publishes SPF and DMARC for the sample mails' supplier.example and 127.0.0.1's PTR name;
+    every other name does not exist."""
+
+    ZONE: dict[tuple[str, str], list[Any]] = {
+        ("supplier.example", "TXT"): [TXT("v=spf1 ip4:127.0.0.0/8 -all")],
+        ("_dmarc.supplier.example", "TXT"): [TXT("v=DMARC1; p=quarantine")],
+        ("1.0.0.127.in-addr.arpa", "PTR"): [PTR("mail.supplier.example.")],
+        ("mail.supplier.example", "A"): [A("127.0.0.1")],
+    }
+
+    def __init__(self) -> None:
+        class Quiet:
+            def __getattr__(self, _name: str) -> Any:
+                return lambda *args, **kwargs: None
+
+        self.server = DNSServer(self, address="127.0.0.1", port=0, logger=Quiet())
+        self.port = self.server.server.server_address[1]
+        self.server.start_thread()
+
+    def resolve(self, request: DNSRecord, handler: Any) -> DNSRecord:
+        name = str(request.q.qname).lower().rstrip(".")
+        reply = request.reply()
+        records = self.ZONE.get((name, QTYPE[request.q.qtype]))
+        if records:
+            for rdata in records:
+                reply.add_answer(RR(name + ".", request.q.qtype, rdata=rdata, ttl=60))
+        elif not any(known == name for known, _ in self.ZONE):
+            reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.stop()
+        self.server.server.server_close()
 
 
 class OtlpReceiver:

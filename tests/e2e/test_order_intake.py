@@ -198,3 +198,8 @@ def test_one_trace_from_smtp_data_through_the_extractor(start_stack, otlp: OtlpR
     services = {s["service"] for s in otlp.snapshot() if s["trace_id"] == trace_id}
     assert services == {"smtp-ingress", "attachment-extractor"}
     assert any("mail.received" in s["name"] for s in extractor_spans)
+    # the verification after the 250 is part of the same trace, and its verdict is published
+    wait_until(lambda: any(s["name"] == "mail authentication" and s["trace_id"] == trace_id
+                           for s in otlp.snapshot()), timeout=30, interval=0.2)
+    wait_until(lambda: asyncio.run(stream_count(
+        stack.nats.url, "postroom.mail.authenticated.acme")) == 1, timeout=30, interval=0.2)
