@@ -1,4 +1,5 @@
-"""The verification core (authentication.py) against a real DNS server in this process.
+"""The verification core (authentication.py and its auth_* modules) against a real DNS server
+in this process.
 
 The test zones (dns_testkit.standard_zone):
 
@@ -26,12 +27,8 @@ from pathlib import Path
 import authres
 import pytest
 
-from postroom_smtp_ingress.authentication import (
-    Authenticator,
-    SmtpFacts,
-    Verdicts,
-    organizational_domain,
-)
+from postroom_smtp_ingress.auth_dmarc import organizational_domain
+from postroom_smtp_ingress.authentication import Authenticator, SmtpFacts, Verdicts
 from postroom_smtp_ingress.dns_lookups import Resolver, parse_servers
 
 sys.path.insert(0, str(Path(__file__).parent))
