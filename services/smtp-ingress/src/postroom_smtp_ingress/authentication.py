@@ -89,4 +89,6 @@ class Authenticator:
         return Verdicts(self.authserv_id, spf_verdict, dkim_verdicts, dmarc, arc, iprev, header)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """No new checks; those running end by their deadline (a mail being verified when the
+        service stops is not acked, so it is verified again after the restart)."""
+        self._executor.shutdown(wait=False)
