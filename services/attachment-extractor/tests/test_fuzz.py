@@ -7,7 +7,8 @@ import extractor_samples as samples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from postroom_attachment_extractor.handlers import Limits, parse_mail, safe_filename
+from postroom_attachment_extractor.handlers import Limits, parse_mail
+from postroom_attachment_extractor.parsing.filenames import safe_filename
 from postroom_contracts import BlobRef, DocumentStored, MailParsed
 
 LIMITS = Limits(max_parts=20, max_depth=4, max_attachment_bytes=20_000, body_text_limit=500,
