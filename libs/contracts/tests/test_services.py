@@ -4,6 +4,7 @@ them."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
@@ -200,8 +201,11 @@ def test_every_message_documents_the_headers_the_runtime_sets() -> None:
             "Postroom-Mail-Key"}
         assert headers["required"] == list(REQUIRED)
         assert headers["properties"]["Postroom-Event-Type"]["const"] == event.event_type
-        assert headers["properties"]["Postroom-Schema-Version"]["const"] == str(
-            event.schema_version)
+        # any revision: a reader accepts a higher one than it knows (tolerant reader)
+        version = re.compile(headers["properties"]["Postroom-Schema-Version"]["pattern"])
+        for accepted in (event.schema_version, event.schema_version + 1):
+            assert version.match(str(accepted))
+        assert not version.match("0") and not version.match("v1")
     event = MailReceived.model_construct(event_id="e-1", tenant="acme", mail_key="k" * 32)
     assert event_headers(event) == {
         MSG_ID: "e-1", "Postroom-Event-Type": "mail.received", "Postroom-Schema-Version": "1",

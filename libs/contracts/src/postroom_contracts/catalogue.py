@@ -50,7 +50,8 @@ def message_headers(event: type[Event]) -> dict[str, Any]:
         for name, description in HEADERS.items()
     }
     properties[EVENT_TYPE]["const"] = event.event_type
-    properties[SCHEMA_VERSION]["const"] = str(event.schema_version)
+    # a reader of revision N accepts any revision: later ones are compatible (tolerant reader)
+    properties[SCHEMA_VERSION]["pattern"] = "^[1-9][0-9]*$"
     return {"type": "object", "properties": properties, "required": list(REQUIRED)}
 
 
@@ -146,7 +147,10 @@ def asyncapi_document(services: Iterable[ServiceSpec] | None = None) -> dict[str
             "title": "Postroom event catalogue",
             "version": "1.0.0",
             "description": "Events Postroom publishes on NATS JetStream. A public API: "
-            "compatible changes keep an event's version, incompatible ones bump it. "
+            "revisions of an event type (`version`, header Postroom-Schema-Version) are "
+            "compatible with each other and readers accept newer ones; a breaking change is a "
+            "new event type `<type>.v2` on its own subject, published side by side with the "
+            "old one until its consumers have moved. "
             "Operations are grouped by service (tags): `send` per publishing service, "
             "`receive` per durable consumer.",
             "tags": [{"name": spec.name, "description": spec.summary} for spec in specs],

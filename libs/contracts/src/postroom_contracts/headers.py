@@ -27,7 +27,8 @@ HEADERS: dict[str, str] = {
     "service's action.",
     EVENT_TYPE: "The event type, e.g. mail.received: route or filter without decoding the "
     "payload.",
-    SCHEMA_VERSION: "The schema version of the payload (the event's `version` field).",
+    SCHEMA_VERSION: "The revision of the payload (its `version` field). Revisions of one "
+    "event type are compatible: a reader accepts a higher one than it knows.",
     MAIL_KEY: "The mail's key (the payload's mail_key): every event about one mail carries "
     "the same key, so a subscriber can group or partition by mail without decoding.",
 }
@@ -43,6 +44,6 @@ def event_headers(event: Event) -> dict[str, str]:
     return {
         MSG_ID: event.event_id,
         EVENT_TYPE: event.event_type,
-        SCHEMA_VERSION: str(event.schema_version),
+        SCHEMA_VERSION: str(event.version),
         MAIL_KEY: event.mail_key,
     }
