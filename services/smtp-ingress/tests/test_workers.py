@@ -21,6 +21,7 @@ from postroom_smtp_ingress.config import IngressSettings
 from postroom_smtp_ingress.workers import with_settings
 from postroom_testing.nats import NatsServer
 from postroom_testing.procs import free_port
+from postroom_testing.procs import pid_running as _alive
 
 
 def test_a_worker_gets_exactly_the_primarys_settings(
@@ -49,15 +50,6 @@ def _records(log: str) -> list[dict[str, Any]]:
     # the processes are still writing: the text after the last newline may be half a line
     complete = log.split("\n")[:-1]
     return [json.loads(line) for line in complete if line.startswith("{")]
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie whose parent is gone and not yet reaped counts as ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 async def _eventually(check: Any, within: float = 20.0) -> None:

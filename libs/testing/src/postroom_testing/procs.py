@@ -36,7 +36,9 @@ __all__ = [
     "http_status",
     "http_status_async",
     "kill_all",
+    "pid_running",
     "resolve_executable",
+    "until",
     "wait_for_tcp",
 ]
 
@@ -133,6 +135,25 @@ def wait_for_tcp(host: str, port: int, timeout: float = 10.0) -> None:
                     f"{host}:{port} did not accept connections in {timeout}s"
                 ) from None
             time.sleep(0.05)
+
+
+def pid_running(pid: int) -> bool:
+    """Whether process ``pid`` runs (Linux; a zombie not yet reaped by its parent has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+async def until(predicate: Callable[[], object], within: float = 10.0) -> None:
+    """Wait (polling every 20 ms) until ``predicate()`` is true; AssertionError after
+    ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached within {within:g}s")
+        await asyncio.sleep(0.02)
 
 
 # ---------------------------------------------------------------------------------------------

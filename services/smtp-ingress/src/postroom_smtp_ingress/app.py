@@ -573,7 +573,7 @@ class SmtpIngress:
         })
         if self.pool is not None:
             assert self.port is not None
-            self.pool.start(self.port, self.tls_port)
+            await self.pool.start(self.port, self.tls_port)
 
     async def started(self, runtime: ServiceRuntime) -> None:
         """In a worker, once everything runs: tell the primary, and stop with it."""

@@ -14,8 +14,10 @@ copies safe across processes, as across replicas.
   sum over all processes (``MultiProcessCollector``).
 - Readiness: the primary's ``/health/ready`` has a ``workers`` check, failing while a worker is
   not running or has not reported that it is serving.
-- A worker that exits on its own is restarted (with a growing delay); a worker whose primary
-  is gone (its stdin pipe closes) stops.
+- The workers are children of the runtime's process supervisor
+  (``postroom_runtime.supervisor``), the one ``postroom up`` uses: a worker that exits on its
+  own is restarted (with a growing delay); a worker whose primary is gone (its stdin pipe,
+  the supervisor's lifeline, closes) stops.
 - Stop: the primary asks every worker to stop (SIGTERM) when it stops itself; each lets the
   mails already in DATA finish, as the primary does, and is killed only after the grace time.
 - ``SMTP_MAX_CONNECTIONS_PER_IP`` is counted by each process on its own.
@@ -27,20 +29,23 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-if TYPE_CHECKING:  # (the entry point imports this module before prometheus_client)
+# The entry point imports this module before prometheus_client may be imported (which the
+# runtime package does): the runtime's supervisor is imported where it is used.
+if TYPE_CHECKING:
+    from postroom_runtime.supervisor import Report, Supervised
+
     from .config import IngressSettings
 
 log = logging.getLogger("postroom_smtp_ingress.workers")
 
 WORKER_ENV = "POSTROOM_SMTP_WORKER"  # the worker's number (1..N-1), set by the primary
-READY_LINE = b"postroom-smtp-worker ready\n"  # a worker's stdout, once it serves SMTP
+READY_LINE = "postroom-smtp-worker ready"  # a worker's stdout, once it serves SMTP
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -92,28 +97,16 @@ class WorkerFilter(logging.Filter):
         return True
 
 
-class Worker:
-    def __init__(self, number: int) -> None:
-        self.number = number
-        self.process: asyncio.subprocess.Process | None = None
-        self.ready = False
-        self.starts = 0
-
-
 class WorkerPool:
-    """Starts, watches, restarts and stops the worker processes of a primary."""
+    """The worker processes of a primary, each a supervised child: started once the primary
+    listens, restarted when one exits, stopped with the primary."""
 
-    def __init__(self, settings: IngressSettings, count: int,
-                 restart_delay: float = 1.0, max_restart_delay: float = 30.0) -> None:
+    def __init__(self, settings: IngressSettings, count: int) -> None:
         self.settings = settings
-        self.workers = [Worker(n) for n in range(1, count + 1)]
-        self.restart_delay = restart_delay
-        self.max_restart_delay = max_restart_delay
-        self._env: dict[str, str] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
+        self.count = count
+        self.workers: list[Supervised] = []
 
-    def start(self, smtp_port: int, tls_port: int | None) -> None:
+    async def start(self, smtp_port: int, tls_port: int | None) -> None:
         env = with_settings(dict(os.environ), self.settings)
         env.update({
             "SMTP_PORT": str(smtp_port),  # the bound port, also when SMTP_PORT was 0
@@ -121,88 +114,54 @@ class WorkerPool:
             "TENANTS_SEED_FILE": "",  # the primary seeds
             "HTTP_PORT": "0",  # not served by a worker
         })
-        self._env = env
-        self._tasks = [asyncio.create_task(self._run(w), name=f"smtp-worker-{w.number}")
-                       for w in self.workers]
+        from postroom_runtime.supervisor import Supervised
 
-    async def _spawn(self, worker: Worker) -> asyncio.subprocess.Process:
-        env = dict(self._env)
-        env[WORKER_ENV] = str(worker.number)
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "postroom_smtp_ingress",
-            env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )
+        for number in range(1, self.count + 1):
+            worker = Supervised(
+                f"smtp-worker-{number}", [sys.executable, "-m", "postroom_smtp_ingress"],
+                env={**env, WORKER_ENV: str(number)},
+                report=lambda report, n=number: self._report(n, report),
+                merge_stderr=False,  # its JSON logs go where the primary's go
+                ready_line=READY_LINE,
+                stdin_lifeline=True,  # it stops gracefully when the primary is gone
+                parent_death_signal=None,
+            )
+            await worker.start()
+            self.workers.append(worker)
 
-    async def _run(self, worker: Worker) -> None:
-        delay = self.restart_delay
-        while not self._stopping:
-            worker.ready = False
-            try:
-                proc = worker.process = await self._spawn(worker)
-            except OSError:
-                log.exception("SMTP worker could not be started",
-                              extra={"smtp_worker": worker.number})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_restart_delay)
-                continue
-            worker.starts += 1
-            assert proc.stdout is not None
-            line = await proc.stdout.readline()
-            if line == READY_LINE:
-                worker.ready = True
-                delay = self.restart_delay
-                log.info("SMTP worker serving", extra={"smtp_worker": worker.number,
-                                                       "pid": proc.pid})
-                await proc.stdout.read()  # until it exits (nothing else is written there)
-            code = await proc.wait()
-            worker.ready = False
-            _mark_dead(proc.pid)
-            if self._stopping:
-                return
+    def _report(self, number: int, report: Report) -> None:
+        where = {"smtp_worker": number, "pid": report.pid}
+        if report.kind == "ready":
+            log.info("SMTP worker serving", extra=where)
+        elif report.kind == "restarting":
             log.error("SMTP worker exited, restarting it", extra={
-                "smtp_worker": worker.number, "pid": proc.pid, "exit_code": code,
-                "restart_in_s": delay})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.max_restart_delay)
+                **where, "exit_code": report.returncode, "restart_in_s": report.delay})
+        elif report.kind == "restart_failed":
+            log.error("SMTP worker could not be started", extra={
+                **where, "error": report.message, "restart_in_s": report.delay})
+        elif report.kind == "killing":
+            log.error("SMTP worker did not stop in time, killing it", extra=where)
+        elif report.exited:
+            if report.kind != "stopped":
+                log.error("SMTP worker exited", extra={**where, "exit_code": report.returncode})
+        if report.exited and report.pid is not None:
+            _mark_dead(report.pid)
 
     async def check(self) -> None:
         """Readiness: every worker runs and serves SMTP."""
-        down = [w.number for w in self.workers
-                if not w.ready or w.process is None or w.process.returncode is not None]
+        down = [number for number in range(1, self.count + 1)
+                if number > len(self.workers) or not self.workers[number - 1].ready]
         if down:
             raise RuntimeError(f"SMTP workers not serving: {down}")
 
     def signal_stop(self) -> None:
         """Ask every worker to stop (SIGTERM): each finishes the mails already in DATA."""
-        self._stopping = True
-        for w in self.workers:
-            if w.process is not None and w.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    w.process.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            worker.request_stop()
 
     async def stop(self, grace: float) -> None:
         """Stop the workers; one still running after ``grace`` seconds is killed."""
-        self.signal_stop()
-        for w in self.workers:
-            proc = w.process
-            if proc is None or proc.returncode is not None:
-                continue
-            try:
-                await asyncio.wait_for(proc.wait(), grace)
-            except TimeoutError:
-                log.error("SMTP worker did not stop in time, killing it",
-                          extra={"smtp_worker": w.number, "pid": proc.pid})
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for w in self.workers:
-            if w.process is not None:
-                _mark_dead(w.process.pid)
+        await asyncio.gather(*(worker.stop(timeout=grace) for worker in self.workers))
 
 
 def _mark_dead(pid: int) -> None:
@@ -216,19 +175,15 @@ def _mark_dead(pid: int) -> None:
 
 async def watch_primary(stop: Callable[[], None]) -> None:
     """In a worker: call ``stop`` when the primary is gone (its end of our stdin closes)."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    except Exception as exc:
-        log.warning("cannot watch the primary process", extra={"error": str(exc)})
-        return
-    while await reader.read(4096):
-        pass
-    log.warning("primary process gone, stopping")
-    stop()
+    from postroom_runtime.supervisor import wait_supervisor_gone
+
+    if await wait_supervisor_gone():
+        log.warning("primary process gone, stopping")
+        stop()
 
 
 def signal_ready() -> None:
     """In a worker: tell the primary that this process serves SMTP now."""
-    os.write(sys.stdout.fileno(), READY_LINE)
+    from postroom_runtime.supervisor import announce_ready
+
+    announce_ready(READY_LINE)
