@@ -132,6 +132,39 @@ class SmtpSession(BaseModel):
     auth_mechanism: str | None = Field(default=None, description="e.g. 'PLAIN', 'LOGIN'")
 
 
+class RouteDecision(BaseModel):
+    """What smtp-ingress decided to do with a mail relayed by a tenant's PBX or sent to the
+    tenant's plus-addressed voicemail mailbox (the registry's rule at the time of the 250)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kind: Literal["pbx", "voicemail-address"] = Field(
+        description="'pbx': relayed by a PBX the tenant lists, for the tenant's user domains; "
+        "'voicemail-address': sent to voicemail+<tenant>@<intake domain>"
+    )
+    pbx: str | None = Field(
+        default=None, description="Name of the PBX in the tenant registry; None for "
+        "'voicemail-address' mail from a client that is not a listed PBX"
+    )
+    matched_by: Literal["network", "auth"] | None = Field(
+        default=None, description="How the client was recognised as the PBX: its address is "
+        "in a listed network, or it authenticated (SMTP AUTH over TLS) as the PBX's identity"
+    )
+    transcribe: bool = Field(description="Transcribe the mail's audio")
+    language: str | None = Field(
+        default=None, description="BCP-47 language of the audio, e.g. 'en-US'"
+    )
+    forward_to: list[str] = Field(
+        default_factory=list,
+        description="Final recipients after the registry's forwarding rule",
+    )
+    forward_mode: Literal["original", "map", "list"] = Field(
+        default="original",
+        description="'original': the envelope recipients; 'map': recipients rewritten through "
+        "the PBX's address map; 'list': the addresses the tenant lists for its voicemail",
+    )
+
+
 class MailReceived(Event):
     """A mail was accepted (SMTP 250) and its raw MIME is stored."""
 
@@ -162,6 +195,9 @@ class MailReceived(Event):
     )
     smtp: SmtpSession | None = Field(
         default=None, description="Session facts (client, HELO, TLS, AUTH); None: not via SMTP"
+    )
+    route: RouteDecision | None = Field(
+        default=None, description="Voicemail routing decision; None: ordinary intake mail"
     )
 
 
@@ -194,6 +230,23 @@ class DocumentStored(Event):
     metadata: DocumentMetadata = Field(default_factory=DocumentMetadata)
 
 
+class DocumentRef(BaseModel):
+    """A stored attachment of a mail, as listed on mail.parsed (the facts of its
+    document.stored event, so a consumer needs no second lookup)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    document_id: str
+    index: int = Field(ge=0, description="Position of the attachment within the mail")
+    filename: str
+    content_type: str = Field(
+        description="Sniffed content type, or the declared one when sniffing found none"
+    )
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    blob: BlobRef
+
+
 class MailParsed(Event):
     """The mail was parsed: its documents are stored and its text is available."""
 
@@ -212,6 +265,16 @@ class MailParsed(Event):
     has_html: bool = False
     defects: list[str] = Field(default_factory=list)
     actions: list[str] = Field(default_factory=list)
+    documents: list[DocumentRef] = Field(
+        default_factory=list, description="The stored documents, in document_ids order"
+    )
+    route: RouteDecision | None = Field(
+        default=None, description="mail.received's routing decision, copied through"
+    )
+    raw: BlobRef | None = Field(
+        default=None, description="The raw MIME of the mail (mail.received's raw), copied "
+        "through; None from producers that predate it"
+    )
 
 
 class MailFailed(Event):
