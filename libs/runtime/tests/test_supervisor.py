@@ -18,7 +18,7 @@ from postroom_testing.procs import until
 
 # A child that says who it is, then waits. IGNORE_TERM=1: deaf to SIGTERM; SAY_TERM=1: says
 # "got TERM" on SIGTERM and exits a moment later; EXIT_AT_ONCE=N: exits with N;
-# READY_AFTER=s: prints the ready line after s seconds.
+# READY_ON_USR1=1: prints the ready line when it gets SIGUSR1.
 CHILD = """
 import os, signal, sys, time
 if os.environ.get("IGNORE_TERM"):
@@ -29,12 +29,11 @@ if os.environ.get("SAY_TERM"):
         time.sleep(0.2)
         sys.exit(0)
     signal.signal(signal.SIGTERM, term)
+if os.environ.get("READY_ON_USR1"):
+    signal.signal(signal.SIGUSR1, lambda *_: print("child ready", flush=True))
 print(f"hello from {os.getpid()}", flush=True)
 print("second line", flush=True)
 sys.exit(int(os.environ.get("EXIT_AT_ONCE", "-1"))) if os.environ.get("EXIT_AT_ONCE") else None
-if os.environ.get("READY_AFTER"):
-    time.sleep(float(os.environ["READY_AFTER"]))
-    print("child ready", flush=True)
 time.sleep(600)
 """
 
@@ -149,11 +148,13 @@ async def test_a_restart_that_cannot_spawn_is_retried(tmp_path: Path) -> None:
     await until(lambda: seen.kinds().count("restart_failed") >= 2)
     failed = next(r for r in seen.reports if r.kind == "restart_failed")
     assert failed.message.startswith("worker could not be restarted: ")
-    assert worker.finished is None  # still supervised
+    assert worker.finished is None and not worker.running  # still supervised
+    failed_so_far = len(seen.reports)
+    started_so_far = seen.lines.count("started")
     script.chmod(0o755)
-    await until(lambda: "restarted" in seen.kinds())
+    await until(lambda: "restarted" in seen.kinds()[failed_so_far:])
+    await until(lambda: seen.lines.count("started") > started_so_far)
     await worker.stop()
-    assert seen.lines.count("started") >= 2
 
 
 async def test_a_child_that_ignores_sigterm_is_killed_after_the_timeout() -> None:
@@ -184,7 +185,8 @@ async def test_force_skips_the_grace_period() -> None:
 
 async def test_request_stop_signals_at_once_and_stop_waits() -> None:
     seen_a, seen_b = Seen(), Seen()
-    a, b = child(seen_a, SAY_TERM="1"), child(seen_b, SAY_TERM="1")
+    a = child(seen_a, SAY_TERM="1", stop_timeout=30)
+    b = child(seen_b, SAY_TERM="1", stop_timeout=30)
     await a.start()
     await b.start()
     await until(lambda: "second line" in seen_a.lines and "second line" in seen_b.lines)
@@ -200,10 +202,11 @@ async def test_request_stop_signals_at_once_and_stop_waits() -> None:
 
 async def test_ready_from_the_ready_line_until_the_child_exits() -> None:
     seen = Seen()
-    worker = child(seen, READY_AFTER="0.3", ready_line="child ready", restart_delay=0.05)
+    worker = child(seen, READY_ON_USR1="1", ready_line="child ready", restart_delay=0.05)
     await worker.start()
     await until(lambda: "second line" in seen.lines)
     assert worker.running and not worker.ready
+    worker.send_signal(signal.SIGUSR1)
     await until(lambda: worker.ready)
     assert "child ready" not in seen.lines  # the ready line is for the supervisor
     assert seen.reports[-1].kind == "ready" and seen.reports[-1].pid == worker.pid
@@ -212,7 +215,9 @@ async def test_ready_from_the_ready_line_until_the_child_exits() -> None:
     assert first_pid is not None
     os.kill(first_pid, signal.SIGKILL)
     await until(lambda: worker.pid != first_pid)
+    await until(lambda: f"hello from {worker.pid}" in seen.lines)
     assert not worker.ready  # the new process has not said so yet
+    worker.send_signal(signal.SIGUSR1)
     await until(lambda: worker.ready)
     assert seen.kinds().count("ready") == 2
     await worker.stop()
