@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import wave
 import zipfile
 import zlib
 from email.message import EmailMessage
@@ -64,6 +65,17 @@ def png_bytes() -> bytes:
     ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00\xff\x00\x00")
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def wav_bytes(seconds: float = 0.5, rate: int = 8000) -> bytes:
+    """A PCM WAV of silence, as a PBX attaches to a voicemail notification."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\x00\x00" * int(seconds * rate))
+    return out.getvalue()
 
 
 CSV_TEXT = "sku,description,qty\nA-1,Widget,4\nB-2,\"Gadget, large\",10\nC-3,Gizmo,1\n"

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from postroom_attachment_extractor import app as app_module
 from postroom_attachment_extractor.app import build_runtime, document_id
 from postroom_attachment_extractor.config import ExtractorSettings
-from postroom_contracts import EVENTS_STREAM, BlobRef, MailReceived
+from postroom_contracts import EVENTS_STREAM, BlobRef, MailParsed, MailReceived, RouteDecision
 from postroom_runtime import ServiceRuntime, event_headers, publish_event
 from postroom_runtime.deadletters import list_dead_letters, replay_dead_letter
 
@@ -200,6 +200,49 @@ async def test_a_received_mail_becomes_documents_events_and_api_entries(
     assert html.headers["content-type"] == "application/octet-stream"
     assert html.headers["x-content-type-options"] == "nosniff"
     assert html.headers["content-disposition"].startswith("attachment;")
+
+
+async def test_mail_parsed_lists_the_documents_and_carries_the_route_and_raw_through(
+    start_extractor: Any
+) -> None:
+    ex = await start_extractor()
+    wav = samples.wav_bytes()
+    raw = samples.mail(text="You have a new voicemail from 5551234.", attachments=[
+        {"data": wav, "maintype": "audio", "subtype": "x-wav", "filename": "msg0001.wav"},
+        {"data": samples.pdf_bytes("fax"), "maintype": "application",
+         "subtype": "octet-stream", "filename": "fax.pdf"},
+    ])
+    route = RouteDecision(kind="pbx", pbx="ipoffice", matched_by="network", transcribe=True,
+                          language="en-US", forward_to=["alice@acme.example"],
+                          forward_mode="original")
+    event = samples.received(await ex.put_raw(raw)).model_copy(update={"route": route})
+    await ex.publish(event)
+
+    [payload] = await ex.wait_events("mail.parsed", 1)
+    parsed = MailParsed.model_validate(payload)
+    docs = await ex.events("document.stored")
+    assert parsed.route == route
+    assert parsed.raw == event.raw
+    assert [d.document_id for d in parsed.documents] == parsed.document_ids \
+        == [d["document_id"] for d in docs]
+    audio, pdf = parsed.documents
+    assert (audio.index, audio.filename, audio.size) == (0, "msg0001.wav", len(wav))
+    assert audio.content_type.startswith("audio/")  # sniffed from the RIFF/WAVE bytes
+    assert audio.sha256 == hashlib.sha256(wav).hexdigest() == audio.blob.sha256
+    assert pdf.content_type == "application/pdf"  # sniffed, not the declared octet-stream
+    assert [d.blob.model_dump(mode="json") for d in parsed.documents] \
+        == [d["blob"] for d in docs]
+    assert ex.runtime.blobs is not None
+    assert await ex.runtime.blobs.get(audio.blob) == wav  # the reference is usable as is
+
+    # ordinary intake mail: no route, and the documents still listed
+    other = samples.mail(message_id="<po-2@supplier.example>",
+                         attachments=[samples.pdf_attachment("po.pdf")])
+    await ex.publish(samples.received(await ex.put_raw(other),
+                                      message_id="<po-2@supplier.example>"))
+    second = MailParsed.model_validate((await ex.wait_events("mail.parsed", 2))[1])
+    assert second.route is None and len(second.documents) == 1
+    assert second.documents[0].filename == "po.pdf"
 
 
 async def test_the_same_event_twice_gives_one_set_of_documents_and_events(

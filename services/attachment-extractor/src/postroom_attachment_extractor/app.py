@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroom_contracts import (
     BlobRef,
+    DocumentRef,
     DocumentStored,
     MailFailed,
     MailParsed,
@@ -44,7 +45,7 @@ from postroom_runtime.store import utcnow
 
 from . import store
 from .config import ExtractorSettings
-from .handlers import SUPPORTED_TYPES, parse_mail
+from .handlers import SUPPORTED_TYPES, Attachment, parse_mail
 from .spec import SERVICE
 from .store import Status
 
@@ -60,6 +61,16 @@ MAX_PAGE = 500
 def document_id(mail_key: str, index: int) -> str:
     """Derived, never random: a redelivered mail yields the same document ids."""
     return derive_event_id(mail_key, "document", str(index))
+
+
+def document_ref(mail_key: str, attachment: Attachment, blob: BlobRef) -> DocumentRef:
+    """An attachment as mail.parsed lists it (what its document.stored event says)."""
+    return DocumentRef(
+        document_id=document_id(mail_key, attachment.index), index=attachment.index,
+        filename=attachment.filename,
+        content_type=attachment.sniffed_type or attachment.declared_type,
+        size=attachment.size, sha256=blob.sha256, blob=blob,
+    )
 
 
 def failure_stage(error: str) -> str:
@@ -136,6 +147,9 @@ class Extractor:
             skipped_parts=parsed.skipped_parts, body_text=parsed.body_text,
             body_text_truncated=parsed.body_text_truncated, has_html=parsed.has_html,
             defects=parsed.defects, actions=list(event.actions),
+            documents=[document_ref(key, a, ref)
+                       for a, ref in zip(parsed.attachments, refs, strict=True)],
+            route=event.route, raw=event.raw,
         ))
         log.info("mail parsed", extra={
             "documents": len(document_ids), "skipped_parts": parsed.skipped_parts,
