@@ -44,7 +44,8 @@ def test_add_list_show_remove(cli, nats_url, with_js) -> None:
     result = cli("tenants", "list", nats_url=nats_url)
     assert result.exit_code == 0
     header, row = result.output.strip().splitlines()
-    assert header.split() == ["SLUG", "NAME", "DOMAINS", "MAILBOXES", "ENABLED"]
+    assert header.split() == ["SLUG", "NAME", "DOMAINS", "MAILBOXES", "USER_DOMAINS", "PBXS",
+                              "ENABLED"]
     assert row.startswith("acme")
     assert "intake.example.com" in row
     assert "orders=extract; support=extract,classify,reply" in row
@@ -73,6 +74,42 @@ def test_add_defaults_to_extract_for_every_mailbox(cli, nats_url, with_js) -> No
     [tenant] = with_js(list_tenants)
     assert tenant.route("anything") is not None
     assert [a.value for a in tenant.route("anything").actions] == ["extract"]
+
+
+def test_add_a_tenant_with_its_pbx_user_domains_and_voicemail(cli, nats_url, with_js) -> None:
+    result = cli("tenants", "add", "acme", "-d", "intake.example.com", "-u", "ACME.example",
+                 "--pbx", "office,network=192.0.2.10/32,network=2001:db8::10/128,language=de-DE",
+                 "--pbx", "cloud,auth-user=acme-pbx,transcribe=no",
+                 "--voicemail-to", "frontdesk@acme.example", nats_url=nats_url)
+    assert result.exit_code == 0, result.output
+    assert "user domains acme.example from PBX office, cloud" in result.output
+    [acme] = with_js(list_tenants)
+    assert acme.user_domains == ["acme.example"]
+    office, cloud = acme.pbxs
+    assert (office.networks, office.language, office.transcribe) \
+        == (["192.0.2.10/32", "2001:db8::10/128"], "de-DE", True)
+    assert (cloud.auth_user, cloud.transcribe, cloud.forward) == ("acme-pbx", False, "original")
+    assert acme.voicemail is not None and acme.voicemail.forward_to == ["frontdesk@acme.example"]
+
+    [row] = cli("tenants", "list", nats_url=nats_url).output.strip().splitlines()[1:]
+    assert "acme.example" in row
+    assert "office=192.0.2.10/32,2001:db8::10/128; cloud=auth:acme-pbx" in row
+    shown = yaml.safe_load(cli("tenants", "show", "acme", nats_url=nats_url).output)
+    assert Tenant.model_validate(shown) == acme
+
+    # another tenant cannot claim acme's user domain, nor make it an intake domain
+    for args in (["-d", "intake.example.com", "-u", "acme.example"], ["-d", "acme.example"]):
+        result = cli("tenants", "add", "evil", *args, nats_url=nats_url)
+        assert result.exit_code == 1 and "acme.example" in result.output, result.output
+    assert [t.slug for t in with_js(list_tenants)] == ["acme"]
+
+    for spec, message in [("p", "list its networks or its auth_user"),
+                          ("p,network=0.0.0.0/0", "too wide for a PBX"),
+                          ("p,auth-user=x,forward=map", "postroom tenants import"),
+                          ("p,port=25", "expected NAME,key=value")]:
+        result = cli("tenants", "add", "globex", "-d", "g.example", "--pbx", spec,
+                     nats_url=nats_url)
+        assert result.exit_code == 1 and message in result.output, (spec, result.output)
 
 
 def test_add_refuses_to_overwrite_unless_replace(cli, nats_url, with_js) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -9,7 +10,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from postroom_contracts import Action, MailboxRoute, Tenant
+from postroom_contracts import Action, MailboxRoute, Pbx, Tenant, TenantSeed
 from postroom_runtime.tenants import (
     delete_tenant,
     list_tenants,
@@ -44,8 +45,48 @@ def _mailboxes_cell(tenant: Tenant) -> str:
     )
 
 
+def _pbxs_cell(tenant: Tenant) -> str:
+    return "; ".join(
+        p.name + "=" + ",".join([*p.networks, *([f"auth:{p.auth_user}"] if p.auth_user else [])])
+        for p in tenant.pbxs
+    )
+
+
 def _tenant_dict(tenant: Tenant) -> dict[str, object]:
-    return tenant.model_dump(mode="json")
+    """As stored in the registry (PBX fields only when the tenant uses them)."""
+    value: dict[str, object] = json.loads(tenant.registry_json())
+    return value
+
+
+PBX_KEYS = ("network", "auth-user", "transcribe", "language", "forward")
+
+
+def parse_pbx(spec: str) -> Pbx:
+    """``office,network=10.1.2.3/32,auth-user=acme-pbx,transcribe=no,language=de-DE`` -> Pbx.
+    (An address map needs the YAML form: `postroom tenants import`.)"""
+    name, *pairs = [part.strip() for part in spec.split(",")]
+    networks: list[str] = []
+    fields: dict[str, object] = {"name": name, "networks": networks}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in PBX_KEYS:
+            raise CliError(f"--pbx {spec!r}: expected NAME,key=value,... with keys "
+                           f"{', '.join(PBX_KEYS)}")
+        if key == "network":
+            networks.append(value)
+        elif key == "transcribe":
+            if value.lower() not in ("yes", "no", "true", "false", "on", "off"):
+                raise CliError(f"--pbx {spec!r}: transcribe=yes or transcribe=no")
+            fields["transcribe"] = value.lower() in ("yes", "true", "on")
+        else:
+            fields[key.replace("-", "_")] = value
+    if fields.get("forward") == "map":
+        raise CliError(f"--pbx {spec!r}: forward=map needs an address_map; write the tenant "
+                       "in YAML and use `postroom tenants import`")
+    try:
+        return Pbx.model_validate(fields)
+    except ValidationError as exc:
+        raise CliError(f"--pbx {spec!r}: {validation_message(exc)}") from None
 
 
 def parse_mailbox(spec: str) -> tuple[str, MailboxRoute]:
@@ -89,8 +130,9 @@ def list_cmd(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         return
     typer.echo(
         table(
-            ["slug", "name", "domains", "mailboxes", "enabled"],
-            [[t.slug, t.name, t.domains, _mailboxes_cell(t), t.enabled] for t in tenants],
+            ["slug", "name", "domains", "mailboxes", "user_domains", "pbxs", "enabled"],
+            [[t.slug, t.name, t.domains, _mailboxes_cell(t), t.user_domains or "-",
+              _pbxs_cell(t) or "-", t.enabled] for t in tenants],
             max_width=80,
         )
     )
@@ -135,6 +177,25 @@ def add_cmd(
             + ". NAME * matches every mailbox. Default: *=extract.",
         ),
     ] = None,
+    user_domain: Annotated[
+        list[str] | None,
+        typer.Option("--user-domain", "-u",
+                     help="The tenant's own mail domain, relayed for its PBXs (repeatable)."),
+    ] = None,
+    pbx: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pbx",
+            help="NAME,network=CIDR,auth-user=ID,transcribe=yes|no,language=en-US,"
+            "forward=original (repeatable; network repeatable; a network or an auth-user "
+            "is required).",
+        ),
+    ] = None,
+    voicemail_to: Annotated[
+        list[str] | None,
+        typer.Option("--voicemail-to",
+                     help="Address voicemail+SLUG@DOMAIN forwards to (repeatable)."),
+    ] = None,
     name: Annotated[str, typer.Option("--name", help="Display name.")] = "",
     disabled: Annotated[bool, typer.Option("--disabled", help="Add it disabled.")] = False,
     replace: Annotated[
@@ -153,6 +214,15 @@ def add_cmd(
                 fail(str(exc))
             routes[box] = route
         fields["mailboxes"] = routes
+    if user_domain:
+        fields["user_domains"] = user_domain
+    if pbx:
+        try:
+            fields["pbxs"] = [parse_pbx(spec) for spec in pbx]
+        except CliError as exc:
+            fail(str(exc))
+    if voicemail_to:
+        fields["voicemail"] = {"forward_to": voicemail_to}
     try:
         tenant = Tenant.model_validate(fields)
     except ValidationError as exc:
@@ -160,13 +230,25 @@ def add_cmd(
 
     async def go() -> None:
         async with jetstream(globals_of(ctx).nats_url) as js:
-            if not replace and any(t.slug == slug for t in await list_tenants(js)):
+            registered = await list_tenants(js)
+            if not replace and any(t.slug == slug for t in registered):
                 raise CliError(f"tenant {slug!r} exists (use --replace to overwrite it)")
+            # a user domain belongs to one tenant and is nobody's intake domain
+            mine = {*tenant.domains, *tenant.user_domains}
+            sharing = [t for t in registered if t.slug != slug
+                       and mine & {*t.domains, *t.user_domains}]
+            try:
+                TenantSeed(tenants=[*sharing, tenant])
+            except ValidationError as exc:
+                raise CliError(f"invalid tenant: {validation_message(exc)}") from None
             await put_tenant(js, tenant)
 
     run_async(go())
+    relay = (f"; user domains {', '.join(tenant.user_domains)} from PBX "
+             f"{', '.join(p.name for p in tenant.pbxs) or '(none)'}"
+             if tenant.user_domains else "")
     typer.echo(f"added tenant {tenant.slug}: {', '.join(tenant.domains)} "
-               f"[{_mailboxes_cell(tenant)}]")
+               f"[{_mailboxes_cell(tenant)}]{relay}")
 
 
 @app.command("remove")

@@ -42,15 +42,15 @@ from .subjects import (
     subject_filter,
     subject_for,
 )
-from .tenants import Action, MailboxRoute, Tenant, TenantSeed
+from .tenants import Action, MailboxRoute, Pbx, Tenant, TenantSeed, VoicemailForward
 
 __all__ = [
     "BLOBS_BUCKET", "BY_TYPE", "CATALOGUE", "DEAD_LETTERS", "DLQ_STREAM", "EVENTS", "EVENTS_STREAM",
     "STREAMS", "TENANTS_BUCKET", "Action", "ArcVerdict", "BlobRef", "DeadLetter", "DeliveryFailed",
     "DeliveryRequested", "DeliverySent", "DkimVerdict", "DmarcVerdict", "DocumentMetadata",
     "DocumentRef", "DocumentStored", "Event", "IprevVerdict", "MailAuthenticated", "MailClassified",
-    "MailFailed", "MailParsed", "MailReceived", "MailboxRoute", "ReplyDrafted", "RouteDecision",
-    "SmtpSession", "SpfVerdict", "StreamSpec", "Tenant", "TenantSeed", "VoicemailTranscribed",
-    "decode", "derive_event_id", "dlq_subject", "is_tenant_slug", "mail_key", "subject_filter",
-    "subject_for", "synthetic_message_id",
+    "MailFailed", "MailParsed", "MailReceived", "MailboxRoute", "Pbx", "ReplyDrafted",
+    "RouteDecision", "SmtpSession", "SpfVerdict", "StreamSpec", "Tenant", "TenantSeed",
+    "VoicemailForward", "VoicemailTranscribed", "decode", "derive_event_id", "dlq_subject",
+    "is_tenant_slug", "mail_key", "subject_filter", "subject_for", "synthetic_message_id",
 ]

@@ -39,7 +39,7 @@ def load_seed(path: Path) -> list[Tenant]:
 
 async def put_tenant(js: JetStreamContext, tenant: Tenant) -> None:
     kv = await tenants_bucket(js)
-    await kv.put(tenant.slug, tenant.model_dump_json().encode())
+    await kv.put(tenant.slug, tenant.registry_json())
 
 
 async def delete_tenant(js: JetStreamContext, slug: str) -> bool:
@@ -80,7 +80,7 @@ async def seed_tenants(js: JetStreamContext, tenants: list[Tenant], overwrite: b
                 continue
             except (KeyNotFoundError, NotFoundError):
                 pass
-        await kv.put(tenant.slug, tenant.model_dump_json().encode())
+        await kv.put(tenant.slug, tenant.registry_json())
         written += 1
     return written
 
@@ -94,6 +94,7 @@ class TenantRegistry:
         self._tenants: dict[str, Tenant] = {}
         self._task: asyncio.Task[None] | None = None
         self.loaded = asyncio.Event()
+        self._user_domains: dict[str, Tenant] | None = None  # built on first use after a change
 
     def get(self, slug: str) -> Tenant | None:
         tenant = self._tenants.get(slug)
@@ -102,14 +103,40 @@ class TenantRegistry:
     def domains(self) -> set[str]:
         return {d for t in self._tenants.values() if t.enabled for d in t.domains}
 
+    def user_domain_owner(self, domain: str) -> Tenant | None:
+        """The enabled tenant whose user domain ``domain`` (normalised) is. None when no
+        tenant claims it, or when it is claimed twice or is also an intake domain: such a
+        domain is refused rather than given to one of the claimants."""
+        if self._user_domains is None:
+            self._user_domains = self._index_user_domains()
+        return self._user_domains.get(domain)
+
+    def _index_user_domains(self) -> dict[str, Tenant]:
+        enabled = [t for t in self._tenants.values() if t.enabled]
+        intake = {d for t in enabled for d in t.domains}
+        owners: dict[str, list[Tenant]] = {}
+        for tenant in enabled:
+            for domain in tenant.user_domains:
+                owners.setdefault(domain, []).append(tenant)
+        index = {}
+        for domain, claimants in owners.items():
+            if len(claimants) == 1 and domain not in intake:
+                index[domain] = claimants[0]
+            else:
+                log.error("user domain claimed twice or also an intake domain: refused", extra={
+                    "domain": domain, "tenants": sorted(t.slug for t in claimants)})
+        return index
+
     def all(self) -> list[Tenant]:
         return list(self._tenants.values())
 
     async def reload(self) -> None:
         self._tenants = {t.slug: t for t in await list_tenants(self.js)}
+        self._user_domains = None
         self.loaded.set()
 
     def _apply(self, key: str, value: bytes | None, deleted: bool) -> None:
+        self._user_domains = None
         if deleted or not value:
             self._tenants.pop(key, None)
             return

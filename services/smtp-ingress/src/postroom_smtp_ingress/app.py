@@ -55,14 +55,23 @@ from .handlers import (
     client_address,
     group_by_tenant,
     has_bare_line_ending,
+    header_section,
     normalise_domain,
     read_headers,
     received_header,
-    route_recipient,
     session_facts,
     smtp_address,
 )
 from .mail_authentication import add_mail_authentication
+from .relay import (
+    MAIL_LOOP,
+    SEPARATE_TRANSACTION,
+    Client,
+    Denied,
+    decide_recipient,
+    fits_transaction,
+    is_loop,
+)
 from .store import ReceivedMail, ReceivedMails
 from .workers import (
     MULTIPROC_ENV,
@@ -89,6 +98,16 @@ class _DropLoginDataWarning(logging.Filter):
 logging.getLogger("mail.log").addFilter(_DropLoginDataWarning())
 
 
+def route_log(event: MailReceived) -> dict[str, Any]:
+    """A route as logged: the decision and how many final recipients, never the addresses."""
+    assert event.route is not None
+    route = event.route
+    return {"mail_key": event.mail_key, "tenant": event.tenant, "kind": route.kind,
+            "pbx": route.pbx, "matched_by": route.matched_by, "transcribe": route.transcribe,
+            "language": route.language, "forward_mode": route.forward_mode,
+            "forward_count": len(route.forward_to)}
+
+
 class TemporaryFailure(Exception):
     """A dependency is unavailable: answer 451, the sender retries."""
 
@@ -108,6 +127,18 @@ class Metrics:
         self.connections_refused = Counter(
             "postroom_smtp_connections_refused", "Connections refused by the per-IP cap",
             registry=registry,
+        )
+        self.relay_denied = Counter(
+            "postroom_smtp_relay_denied",
+            "RCPT refused with 550 5.7.1: not our domain, a user domain from a client that is "
+            "not the tenant's PBX, a user domain claimed twice, voicemail not from the PBX",
+            ["reason"], registry=registry,
+        )
+        self.routed = Counter(
+            "postroom_smtp_routed",
+            "Tenant copies accepted with a route (PBX relay or voicemail address), by kind and "
+            "by how the PBX was recognised (network, auth, none)",
+            ["kind", "matched_by"], registry=registry,
         )
         self.message_id_reused = Counter(
             "postroom_smtp_message_id_reused",
@@ -303,19 +334,34 @@ class IngressHandler:
         if len(envelope.rcpt_tos) >= self.settings.smtp_max_recipients:
             self.metrics.recipients_rejected.labels("452").inc()
             return TOO_MANY_RECIPIENTS
-        decision = route_recipient(
+        decision = decide_recipient(
             address,
+            self._client(server, session),
             tenant=self.ingress.tenant,
             domains=self.ingress.tenant_domains(),
             shared_domains=self.settings.extra_domains,
+            user_domain_owner=self.ingress.user_domain_owner,
         )
-        if isinstance(decision, str):
-            self.metrics.recipients_rejected.labels(decision[:3]).inc()
-            return decision
+        if isinstance(decision, Denied):
+            self.metrics.recipients_rejected.labels(decision.reply[:3]).inc()
+            if decision.reason is not None:
+                self.metrics.relay_denied.labels(decision.reason).inc()
+                log.info("recipient refused", extra={"reason": decision.reason})
+            return decision.reply
+        if not fits_transaction(envelope.routes, decision):
+            self.metrics.recipients_rejected.labels(SEPARATE_TRANSACTION[:3]).inc()
+            return SEPARATE_TRANSACTION
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         envelope.routes.append(decision)
         return RECIPIENT_OK
+
+    @staticmethod
+    def _client(server: IngressSMTP, session: Session) -> Client:
+        """The client for the relay decision: an AUTH identity counts only over TLS."""
+        ip, _ = client_address(session.peer)
+        authenticated = bool(session.authenticated) and server.is_tls
+        return Client(ip=ip, auth_user=str(session.auth_data) if authenticated else None)
 
     async def handle_DATA(
         self, server: IngressSMTP, session: Session, envelope: IngressEnvelope
@@ -371,6 +417,10 @@ class IngressHandler:
         content = hashlib.sha256(raw).hexdigest()
         headers = read_headers(raw)
         deliveries = group_by_tenant(envelope.routes)
+        if any(d.route is not None for d in deliveries) and is_loop(
+                header_section(raw), self.settings.smtp_hostname):
+            log.warning("mail refused: it passed through this server before (mail loop)")
+            return "rejected", MAIL_LOOP
         message_id = headers.message_id
         # one mail key per tenant copy; logs carry the keys, never addresses or subjects
         keys = {d.tenant: mail_key(d.tenant, message_id, content) for d in deliveries}
@@ -423,8 +473,13 @@ class IngressHandler:
             self.metrics.message_id_reused.inc(len(reused))
             log.info("Message-ID reused with other content: accepted as a new mail", extra={
                 "reused_mail_keys": [e.mail_key for e in reused], "queue_id": queue_id})
-        log.info("mail accepted", extra={"tenants": [e.tenant for e in events],
-                                          "size": ref.size, "queue_id": queue_id})
+        routed = [e for e in events if e.route is not None and e.mail_key in inserted]
+        for e in routed:
+            assert e.route is not None
+            self.metrics.routed.labels(e.route.kind, e.route.matched_by or "none").inc()
+        log.info("mail accepted", extra={
+            "tenants": [e.tenant for e in events], "size": ref.size, "queue_id": queue_id,
+            **({"routes": [route_log(e) for e in routed]} if routed else {})})
         return "accepted", ACCEPTED
 
     @staticmethod
@@ -491,6 +546,9 @@ class SmtpIngress:
 
     def tenant(self, slug: str) -> Tenant | None:
         return self.registry.get(slug) if self.registry is not None else None
+
+    def user_domain_owner(self, domain: str) -> Tenant | None:
+        return self.registry.user_domain_owner(domain) if self.registry is not None else None
 
     def tenant_domains(self) -> frozenset[str]:
         if self.registry is None:
@@ -652,7 +710,9 @@ def build_runtime(settings: IngressSettings, **runtime_kwargs: Any) -> IngressRu
             return problem(503, "Not ready", "tenant registry not loaded")
         return {
             "tenants": [
-                {"slug": t.slug, "domains": t.domains}
+                {"slug": t.slug, "domains": t.domains,
+                 **({"user_domains": t.user_domains, "pbxs": [p.name for p in t.pbxs]}
+                    if t.user_domains or t.pbxs else {})}
                 for t in sorted(ingress.registry.all(), key=lambda t: t.slug)
                 if t.enabled
             ]

@@ -22,6 +22,7 @@ from email.utils import format_datetime
 from postroom_contracts import (
     BlobRef,
     MailReceived,
+    RouteDecision,
     SmtpSession,
     Tenant,
     derive_event_id,
@@ -132,6 +133,7 @@ class Recipient:
     tenant: str
     mailbox: str
     actions: tuple[str, ...]
+    route: RouteDecision | None = None  # relayed by a PBX or a voicemail address: relay.py
 
 
 def route_recipient(
@@ -181,10 +183,12 @@ class TenantDelivery:
     mailbox: str  # of the first recipient of this tenant
     actions: list[str] = field(default_factory=list)  # union, in order of first appearance
     recipients: list[str] = field(default_factory=list)
+    route: RouteDecision | None = None  # one per copy (relay.fits_transaction); merged targets
 
 
 def group_by_tenant(recipients: Iterable[Recipient]) -> list[TenantDelivery]:
-    """One delivery per tenant, in the order the tenants first appear."""
+    """One delivery per tenant, in the order the tenants first appear. The recipients of one
+    tenant share one route class (checked at RCPT); their final recipients are merged."""
     out: dict[str, TenantDelivery] = {}
     for rcpt in recipients:
         delivery = out.get(rcpt.tenant)
@@ -195,6 +199,15 @@ def group_by_tenant(recipients: Iterable[Recipient]) -> list[TenantDelivery]:
                 delivery.actions.append(action)
         if rcpt.address not in delivery.recipients:
             delivery.recipients.append(rcpt.address)
+        if rcpt.route is not None:
+            route = delivery.route
+            if route is None:
+                delivery.route = rcpt.route
+            else:
+                more = [a for a in rcpt.route.forward_to if a not in route.forward_to]
+                if more:
+                    delivery.route = route.model_copy(
+                        update={"forward_to": [*route.forward_to, *more]})
     return list(out.values())
 
 
@@ -484,4 +497,5 @@ def build_event(
         tls=bool(session and session.tls_version),
         authenticated=bool(session and session.auth_user is not None),
         smtp=session,
+        route=delivery.route,
     )
