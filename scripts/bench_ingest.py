@@ -34,7 +34,6 @@ import contextlib
 import email.utils
 import json
 import math
-import os
 import shlex
 import shutil
 import signal
@@ -47,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchcommon import machine_info, percentile
+from benchcommon import cpu_seconds, machine_info, percentile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -252,37 +251,6 @@ async def _run_phase(
     return phase
 
 
-def _children(pid: int) -> list[int]:
-    """Direct child processes of ``pid`` (Linux /proc; none where unavailable)."""
-    found = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                try:
-                    fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-                except (OSError, IndexError):
-                    continue
-                if int(fields[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def _cpu_seconds(pids: list[int], with_children: bool = False) -> float:
-    """User+system CPU seconds of processes (Linux /proc; 0 where unavailable); with
-    ``with_children`` also of their live child processes (smtp-ingress's SMTP workers)."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-        except (OSError, IndexError, ValueError):
-            pass
-        if with_children:
-            total += _cpu_seconds(_children(pid))
-    return total
-
-
 @dataclass
 class Result:
     target: str
@@ -321,13 +289,13 @@ async def run_load(
             if warmup:
                 await _run_phase(conns, range(messages, messages + warmup), make)
             # (the workers of smtp-ingress live through the whole measured phase)
-            cpu_each0 = [_cpu_seconds([pid], with_children=True) for pid in server_pids]
+            cpu_each0 = [cpu_seconds([pid], with_children=True) for pid in server_pids]
             cpu_client0 = time.process_time()
             t0 = time.perf_counter()
             phase = await _run_phase(conns, range(messages), make)
             seconds = time.perf_counter() - t0
             cpu_each = [
-                _cpu_seconds([pid], with_children=True) - c0
+                cpu_seconds([pid], with_children=True) - c0
                 for pid, c0 in zip(server_pids, cpu_each0, strict=True)
             ]
             cpu_server = sum(cpu_each)

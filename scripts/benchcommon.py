@@ -1,4 +1,4 @@
-"""Pieces the benchmark scripts share: percentiles and a description of the machine."""
+"""Pieces the benchmark scripts share: percentiles, process CPU time and the machine."""
 
 from __future__ import annotations
 
@@ -42,3 +42,43 @@ def machine_info(packages: tuple[str, ...] = ()) -> dict[str, Any]:
                 versions[dist] = importlib.metadata.version(dist)
         info["packages"] = versions
     return info
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (Linux /proc; none where unavailable)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+                except (OSError, IndexError):
+                    continue
+                if int(fields[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def cpu_seconds(pids: list[int], with_children: bool = False) -> float:
+    """User+system CPU seconds of processes (Linux /proc; 0 where unavailable); with
+    ``with_children`` also of their live descendants (smtp-ingress's SMTP workers, a
+    service's worker processes under its forkserver)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+        if with_children:
+            total += cpu_seconds(child_pids(pid), with_children=True)
+    return total
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages, or ``unknown``."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
