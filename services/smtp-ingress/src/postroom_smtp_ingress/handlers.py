@@ -142,6 +142,7 @@ def route_recipient(
     tenant: Callable[[str], Tenant | None],
     domains: Collection[str],
     shared_domains: Collection[str] = (),
+    parsed: Address | None = None,
 ) -> Recipient | str:
     """Decide one ``RCPT TO``: the routed recipient, or the SMTP reply refusing it.
 
@@ -149,9 +150,10 @@ def route_recipient(
     (normalised with :func:`normalise_domain`);
     ``shared_domains`` are extra domains at which every tenant can be addressed. A tenant is
     otherwise reachable only at its own domains. A domain that is not ours is refused as
-    relaying: this server is never an open relay.
+    relaying: this server is never an open relay. ``parsed``: ``address`` already parsed.
     """
-    parsed = parse_address(address)
+    if parsed is None:
+        parsed = parse_address(address)
     if parsed is None:
         return UNKNOWN_RECIPIENT
     shared = parsed.domain in shared_domains

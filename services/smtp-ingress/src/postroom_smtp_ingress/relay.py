@@ -77,7 +77,7 @@ def decide_recipient(
         return Denied(UNKNOWN_RECIPIENT)
     if parsed.domain in domains or parsed.domain in shared_domains:
         routed = route_recipient(address, tenant=tenant, domains=domains,
-                                 shared_domains=shared_domains)
+                                 shared_domains=shared_domains, parsed=parsed)
         if isinstance(routed, str):
             return Denied(routed)
         return _voicemail(routed, tenant(routed.tenant), client)
