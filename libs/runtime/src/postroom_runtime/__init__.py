@@ -9,11 +9,13 @@ from .service import ServiceRuntime, run
 from .settings import ConfigError, RuntimeSettings, load_settings
 from .store import Store, add_runtime_tables, create_runtime_tables
 from .tenants import TenantRegistry, load_seed, seed_tenants
+from .workers import ProcessPool, WorkerDied
 
 __all__ = [
     "MSG_ID", "BlobCorrupt", "BlobNotFound", "BlobStore", "ConfigError", "Consumer",
     "DeliveryPolicy", "FilesystemBlobStore", "NatsBlobStore", "Outbox", "OutboxRelay",
-    "PoisonMessage", "RuntimeSettings", "ServiceRuntime", "Store", "TenantRegistry",
+    "PoisonMessage", "ProcessPool", "RuntimeSettings", "ServiceRuntime", "Store",
+    "TenantRegistry", "WorkerDied",
     "add_runtime_tables", "backoff_delay", "build_http_app", "create_runtime_tables",
     "event_headers", "load_seed", "load_settings", "mail_key_var", "problem",
     "provision_streams", "publish_event", "run", "seed_tenants", "setup_logging",

@@ -8,7 +8,10 @@ For each JetStream message a consumer:
    events are written to the ``outbox`` table in that same transaction, with the idempotency
    row; while it runs, the message is kept alive with ``in_progress`` heartbeats, so a short
    ack wait brings a killed process's messages back within seconds while a long handler keeps
-   its own;
+   its own. A consumer with a ``prepare`` step first runs it outside any transaction, several
+   messages at once, and then commits the handlers (which only write) of the messages that are
+   ready in one transaction (group commit); a group that fails is written again message by
+   message, so a failure stays its message's own;
 4. acks right after the commit: publishing the outbox is the job of the service's
    ``OutboxRelay``, a background task that publishes committed rows (``Nats-Msg-Id`` = the
    derived event id, so a re-publish is de-duplicated) whether or not messages arrive, and
@@ -24,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import logging
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -56,29 +61,33 @@ class PoisonMessage(Exception):
 
 @dataclass
 class Outbox:
-    """Events a handler emits; written in the handler's transaction, published after commit."""
+    """Events a handler emits; written in the handler's transaction, published after commit.
+
+    With ``rows`` (the consumer's own outboxes) an emitted event is collected there and the
+    consumer inserts all of a transaction's rows in one statement before it commits."""
 
     session: AsyncSession
     table: Table
     emitted: list[Event] = field(default_factory=list)
+    rows: list[dict[str, Any]] | None = None
 
     async def emit(self, event: Event) -> None:
         self.emitted.append(event)
         headers = event_headers(event)
         # the relay publishes later, in its own task: keep the trace this event belongs to
         propagate.inject(headers)
-        await self.session.execute(
-            insert(self.table).values(
-                event_id=event.event_id,
-                subject=event.nats_subject,
-                payload=encode(event),
-                headers=headers,
-                created_at=utcnow(),
-            )
-        )
+        row = {"event_id": event.event_id, "subject": event.nats_subject,
+               "payload": encode(event), "headers": headers, "created_at": utcnow()}
+        if self.rows is not None:
+            self.rows.append(row)
+        else:
+            await self.session.execute(insert(self.table).values(**row))
 
 
 Handler = Callable[[E, AsyncSession, Outbox], Awaitable[None]]
+# with a prepare step: handler(event, session, outbox, prepared)
+PreparedHandler = Callable[[E, AsyncSession, Outbox, Any], Awaitable[None]]
+Prepare = Callable[[E], Awaitable[Any]]
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -250,15 +259,38 @@ class Outcome(Enum):
     REJECT = "reject"
 
 
+@dataclass(eq=False)
+class _Write:
+    """One message's write phase (its handler in a transaction), waiting for a writer."""
+
+    msg: Any
+    event: Any
+    attempt: int
+    prepared: Any
+    context: contextvars.Context  # the message's own: its trace, its mail key in the logs
+    result: asyncio.Future[tuple[Outcome, float | None]]
+    taken: bool = False
+
+
 class Consumer(Generic[E]):
-    """Wraps a handler with Postroom's delivery semantics; register ``consumer.handle``."""
+    """Wraps a handler with Postroom's delivery semantics; register ``consumer.handle``.
+
+    Without ``prepare`` each message runs its handler in its own transaction, ``concurrency``
+    at a time. With ``prepare`` (work that needs no transaction and may be done twice: fetch,
+    parse, store content-addressed blobs) up to ``concurrency`` messages prepare at once, and
+    their write phases (the handler, which then only writes) run in at most
+    ``write_concurrency`` transactions at a time, each committing every write phase that is
+    ready, up to ``group_max`` (group commit: one commit and one fsync for many messages). A
+    group whose transaction fails is rolled back and each of its messages runs again alone,
+    so a failure stays the failing message's own.
+    """
 
     def __init__(
         self,
         *,
         name: str,
         event_type: type[E],
-        handler: Handler[E],
+        handler: Handler[E] | PreparedHandler[E],
         store: Store,
         processed: Table,
         outbox: Table,
@@ -267,10 +299,14 @@ class Consumer(Generic[E]):
         relay: OutboxRelay | None = None,
         on_dead_letter: Callable[[E | None, str], Awaitable[None]] | None = None,
         concurrency: int = 1,
+        prepare: Prepare[E] | None = None,
+        write_concurrency: int = 1,
+        group_max: int = 64,
     ) -> None:
         self.name = name  # the durable consumer name, also the idempotency scope
         self.event_type = event_type
         self.handler = handler
+        self.prepare = prepare
         self.store = store
         self.processed = processed
         self.outbox_table = outbox
@@ -281,7 +317,13 @@ class Consumer(Generic[E]):
         # FastStream runs a fetched batch concurrently: bound it (SQLite has one writer), and
         # never run two copies of the same event at once in this process.
         self._slots = asyncio.Semaphore(concurrency)
+        self._write_slots = asyncio.Semaphore(write_concurrency)
+        self.group_max = group_max
+        self._waiting: deque[_Write] = deque()  # prepared, waiting for a writer
         self._in_flight: set[str] = set()
+        self._lookups: dict[str, list[asyncio.Future[bool]]] = {}
+        self._lookup_task: asyncio.Task[None] | None = None
+        self.groups_committed = 0  # transactions that committed more than one message
 
     async def handle(self, msg: Any) -> None:
         """Entry point for a FastStream NATS message (ack policy MANUAL)."""
@@ -328,30 +370,120 @@ class Consumer(Generic[E]):
         self._in_flight.add(event.event_id)
         token = mail_key_var.set(event.mail_key)
         try:
-            async with self._slots:
-                return await self._process(msg, event, attempt)
+            if attempt > self.policy.max_deliver and not await self._processed(event):
+                # delivered again after the last attempt and never committed: the process died
+                # while handling it (a committed event whose ack was lost is acked instead)
+                return await self._dead_letter(msg, attempt, "gave up: handler never finished",
+                                               event)
+            if self.prepare is None:
+                async with self._slots:
+                    return await self._write_alone(_Write(
+                        msg, event, attempt, None, contextvars.copy_context(),
+                        asyncio.get_running_loop().create_future()))
+            return await self._prepare_and_write(msg, event, attempt)
         finally:
             mail_key_var.reset(token)
             self._in_flight.discard(event.event_id)
 
-    async def _process(self, msg: Any, event: E, attempt: int) -> tuple[Outcome, float | None]:
-        if attempt > self.policy.max_deliver and not await self._processed(event):
-            # delivered again after the last attempt and never committed: the process died
-            # while handling it (a committed event whose ack was lost is acked below instead)
-            return await self._dead_letter(msg, attempt, "gave up: handler never finished",
-                                           event)
+    async def _prepare_and_write(self, msg: Any, event: E, attempt: int
+                                 ) -> tuple[Outcome, float | None]:
+        assert self.prepare is not None
         try:
-            async with asyncio.timeout(self.policy.handler_timeout):
-                async with self.store.transaction() as session:
-                    done = await self._processed(event, session)
-                    if not done:
-                        await self.handler(event, session, Outbox(session, self.outbox_table))
-                        await session.execute(
-                            insert(self.processed).values(
-                                consumer=self.name, event_id=event.event_id,
-                                processed_at=utcnow(),
-                            )
-                        )
+            if await self._seen(event.event_id):  # a copy of an event done before: no work
+                log.info("duplicate delivery skipped", extra={"consumer": self.name})
+                return Outcome.ACK, None
+            async with self._slots, asyncio.timeout(self.policy.handler_timeout):
+                prepared = await self.prepare(event)
+        except PoisonMessage as exc:
+            return await self._dead_letter(msg, attempt, f"poison: {exc}", event)
+        except Exception as exc:
+            return await self._failed(msg, attempt, exc, event)
+        job = _Write(msg, event, attempt, prepared, contextvars.copy_context(),
+                     asyncio.get_running_loop().create_future())
+        self._waiting.append(job)
+        async with self._write_slots:
+            # the writer commits what is waiting, in arrival order, until this one is taken
+            while not job.taken:
+                group: list[_Write] = []
+                while self._waiting and len(group) < self.group_max:
+                    taken = self._waiting.popleft()
+                    taken.taken = True
+                    group.append(taken)
+                await self._write_group(group)
+        return await job.result
+
+    async def _write_group(self, group: list[_Write]) -> None:
+        try:
+            if len(group) > 1:
+                try:
+                    outcomes = await self._write_together(group)
+                except Exception as exc:
+                    log.info("group transaction failed; each message again on its own",
+                             extra={"consumer": self.name, "messages": len(group),
+                                    "error": _describe(exc)})
+                else:
+                    self.groups_committed += 1
+                    for job, outcome in zip(group, outcomes, strict=True):
+                        job.result.set_result(outcome)
+                    return
+            for job in group:
+                # in the message's own context: its trace and mail key in the logs
+                job.result.set_result(await asyncio.create_task(
+                    self._write_alone(job), context=job.context))
+        finally:
+            for job in group:  # cancelled (shutting down): the messages come back
+                if not job.result.done():
+                    job.result.cancel()
+
+    async def _write_together(self, group: list[_Write]) -> list[tuple[Outcome, float | None]]:
+        """Every handler of ``group`` in one transaction; raises if any fails."""
+        rows: list[dict[str, Any]] = []
+        now = utcnow()
+        async with self.store.transaction() as session:
+            # the idempotency rows first (in one order, so two replicas cannot deadlock): an
+            # event committed before, or by another replica right now, fails the group, and
+            # each of its messages then looks for itself
+            await session.execute(insert(self.processed), sorted((
+                {"consumer": self.name, "event_id": job.event.event_id, "processed_at": now}
+                for job in group), key=lambda row: row["event_id"]))
+            for job in group:
+                outbox = Outbox(session, self.outbox_table, rows=rows)
+                await asyncio.create_task(self._call_handler(job, session, outbox),
+                                          context=job.context)
+            if rows:
+                await session.execute(insert(self.outbox_table), rows)
+        self.relay.kick()
+        return [(Outcome.ACK, None)] * len(group)
+
+    async def _call_handler(self, job: _Write, session: AsyncSession, outbox: Outbox) -> None:
+        async with asyncio.timeout(self.policy.handler_timeout):
+            if self.prepare is None:
+                await self.handler(job.event, session, outbox)  # type: ignore[call-arg]
+            else:
+                await self.handler(job.event, session, outbox, job.prepared)  # type: ignore[call-arg]
+
+    async def _finish(self, session: AsyncSession, jobs: list[_Write],
+                      rows: list[dict[str, Any]]) -> None:
+        """The outbox rows and the idempotency rows, in the handlers' transaction."""
+        if rows:
+            await session.execute(insert(self.outbox_table), rows)
+        if jobs:
+            now = utcnow()
+            await session.execute(insert(self.processed), [
+                {"consumer": self.name, "event_id": job.event.event_id, "processed_at": now}
+                for job in jobs])
+
+    async def _write_alone(self, job: _Write) -> tuple[Outcome, float | None]:
+        """One message's handler in its own transaction, and what to do with the message."""
+        msg, event, attempt = job.msg, job.event, job.attempt
+        try:
+            rows: list[dict[str, Any]] = []
+            async with self.store.transaction() as session:
+                done = await self._processed(event, session)
+                if not done:
+                    await self._call_handler(job, session,
+                                             Outbox(session, self.outbox_table, rows=rows))
+                    await self._finish(session, [job], rows)
         except PoisonMessage as exc:
             return await self._dead_letter(msg, attempt, f"poison: {exc}", event)
         except Exception as exc:
@@ -360,22 +492,58 @@ class Consumer(Generic[E]):
                 log.info("event processed concurrently elsewhere", extra={"consumer": self.name})
                 return Outcome.ACK, None
             # any other constraint violation rolled the handler back: retry, never ack it
-            error = (f"handler exceeded its time limit of {self.policy.handler_timeout:g} s"
-                     if isinstance(exc, TimeoutError) else _describe(exc))
-            if attempt >= self.policy.max_deliver:
-                return await self._dead_letter(msg, attempt, error, event)
-            delay = backoff_delay(attempt, self.policy.backoff_base, self.policy.backoff_max)
-            log.warning(
-                "handler failed; will retry",
-                extra={"consumer": self.name, "attempt": attempt, "retry_in_s": delay,
-                       "error": error},
-            )
-            return Outcome.NACK, delay
+            return await self._failed(msg, attempt, exc, event)
         if done:
             log.info("duplicate delivery skipped", extra={"consumer": self.name})
         else:
             self.relay.kick()
         return Outcome.ACK, None
+
+    async def _failed(self, msg: Any, attempt: int, exc: BaseException, event: E
+                      ) -> tuple[Outcome, float | None]:
+        """An attempt failed: retry with backoff, or dead-letter after the last attempt."""
+        error = (f"handler exceeded its time limit of {self.policy.handler_timeout:g} s"
+                 if isinstance(exc, TimeoutError) else _describe(exc))
+        if attempt >= self.policy.max_deliver:
+            return await self._dead_letter(msg, attempt, error, event)
+        delay = backoff_delay(attempt, self.policy.backoff_base, self.policy.backoff_max)
+        log.warning(
+            "handler failed; will retry",
+            extra={"consumer": self.name, "attempt": attempt, "retry_in_s": delay,
+                   "error": error},
+        )
+        return Outcome.NACK, delay
+
+    async def _seen(self, event_id: str) -> bool:
+        """Whether the idempotency table holds the event; the lookups of the messages that
+        arrive together (a fetched batch) share one query."""
+        result: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._lookups.setdefault(event_id, []).append(result)
+        if self._lookup_task is None:
+            self._lookup_task = asyncio.create_task(self._look_up())
+        return await result
+
+    async def _look_up(self) -> None:
+        try:
+            while self._lookups:
+                batch, self._lookups = self._lookups, {}
+                try:
+                    async with self.store.sessions() as session:
+                        found = set(await session.scalars(select(self.processed.c.event_id).where(
+                            self.processed.c.consumer == self.name,
+                            self.processed.c.event_id.in_(list(batch)))))
+                except Exception as exc:
+                    for waiting in batch.values():
+                        for future in waiting:
+                            if not future.done():
+                                future.set_exception(exc)
+                    continue
+                for event_id, waiting in batch.items():
+                    for future in waiting:
+                        if not future.done():
+                            future.set_result(event_id in found)
+        finally:
+            self._lookup_task = None
 
     async def _processed(self, event: E, session: AsyncSession | None = None) -> bool:
         """Whether this consumer's idempotency table holds the event (committed before)."""

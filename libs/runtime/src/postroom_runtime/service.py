@@ -8,7 +8,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -26,17 +26,27 @@ from sqlalchemy import Table
 from postroom_contracts import EVENTS_STREAM, Event, subject_filter
 
 from .blobs import BlobStore, FilesystemBlobStore, NatsBlobStore
-from .delivery import Consumer, DeliveryPolicy, Handler, OutboxRelay, prune
+from .delivery import (
+    Consumer,
+    DeliveryPolicy,
+    Handler,
+    OutboxRelay,
+    Prepare,
+    PreparedHandler,
+    prune,
+)
 from .http import build_http_app
 from .jetstream import provision_streams
 from .logs import setup_logging
 from .settings import RuntimeSettings
 from .store import Store
 from .telemetry import setup_tracing
+from .workers import ProcessPool
 
 log = logging.getLogger(__name__)
 
 Hook = Callable[["ServiceRuntime"], Awaitable[None]]
+T = TypeVar("T")
 CONNECT_TIMEOUT_SECONDS = 5.0
 
 
@@ -99,6 +109,7 @@ class ServiceRuntime:
             heartbeat_interval=settings.consumer_ack_wait_seconds / 3,
         )
         self.relays: dict[str, OutboxRelay] = {}  # one per outbox table
+        self.workers: ProcessPool | None = None  # started on first use (run_cpu)
         self.processed_tables: dict[str, Table] = {}
         self._background: list[asyncio.Task[None]] = []
         self._consumers: list[api.ConsumerConfig] = []
@@ -109,6 +120,17 @@ class ServiceRuntime:
         self._http_server: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.http_port: int | None = None
+
+    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in one of ``WORKER_PROCESSES`` worker processes: another core, and a
+        call whose awaiting task is cancelled (a consumer's time limit) is stopped by killing
+        its worker. ``fn`` must be a module-level function; arguments and result picklable.
+        With ``WORKER_PROCESSES=0`` it runs in a thread of this process."""
+        if self.settings.worker_processes == 0:
+            return await asyncio.to_thread(fn, *args)
+        if self.workers is None:
+            self.workers = ProcessPool(self.settings.worker_processes)
+        return await self.workers.run(fn, *args)
 
     def relay_for(self, outbox: Table) -> OutboxRelay:
         """The service's background publisher of ``outbox`` (one per table and process)."""
@@ -123,29 +145,48 @@ class ServiceRuntime:
     def consume(
         self,
         event_type: type[Event],
-        handler: Handler[Any],
+        handler: Handler[Any] | PreparedHandler[Any],
         *,
         durable: str,
         processed: Table,
         outbox: Table,
         on_dead_letter: Callable[[Any, str], Awaitable[None]] | None = None,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         handler_timeout: float | None = None,
+        prepare: Prepare[Any] | None = None,
     ) -> Consumer[Any]:
         """Subscribe ``handler`` to every tenant's ``event_type`` with a durable pull consumer.
 
         ``durable`` is the JetStream consumer and the idempotency scope: written in the
         service's code, never derived from configuration, because a new name starts from the
-        beginning of the stream (and reprocesses 14 days of events)."""
+        beginning of the stream (and reprocesses 14 days of events).
+
+        ``prepare(event)``, when given, runs before the transaction, for up to
+        ``CONSUMER_CONCURRENCY`` messages at once on every store: the work that needs no
+        transaction and may be done again after a crash (fetching, parsing, storing
+        content-addressed blobs). Its result is the handler's fourth argument,
+        ``handler(event, session, outbox, prepared)``, and the handler then only writes: the
+        write phases of the messages that are ready share a transaction (group commit; one at
+        a time on SQLite, ``CONSUMER_CONCURRENCY`` on PostgreSQL)."""
         policy = self.policy
         if handler_timeout is not None:
             policy = DeliveryPolicy(**{**vars(self.policy), "handler_timeout": handler_timeout})
+        concurrency = self.settings.consumer_concurrency
+        writers = 1 if self.store.is_sqlite else concurrency
         consumer: Consumer[Any] = Consumer(
             name=durable, event_type=event_type, handler=handler, store=self.store,
             processed=processed, outbox=outbox, broker=self.broker, policy=policy,
             relay=self.relay_for(outbox), on_dead_letter=on_dead_letter,
-            concurrency=1 if self.store.is_sqlite else self.settings.consumer_concurrency,
+            concurrency=concurrency if prepare is not None else writers,
+            prepare=prepare, write_concurrency=writers,
         )
+        # Without a prepare step a fetched batch is handled at once and the next fetch waits
+        # for all of it. With one, messages flow through a window instead (FastStream's
+        # max_workers): a fetch refills it as messages finish, so one slow message does not
+        # hold back the batch it came in, and prepare slots stay busy while groups commit.
+        window = 4 * concurrency if prepare is not None else 1
+        if batch_size is None:
+            batch_size = min(window, 64) if prepare is not None else 16
         self.processed_tables[processed.name] = processed
         self._consumers.append(api.ConsumerConfig(
             name=durable, durable_name=durable,
@@ -160,6 +201,7 @@ class ServiceRuntime:
             stream=JStream(EVENTS_STREAM, declare=False),
             durable=durable,
             pull_sub=PullSub(batch_size=batch_size, timeout=5.0),
+            max_workers=window,
             ack_policy=AckPolicy.MANUAL,
             config=ConsumerConfig(
                 durable_name=durable,
@@ -293,6 +335,8 @@ class ServiceRuntime:
             if self._http_task is not None:
                 with contextlib.suppress(Exception):
                     await self._http_task
+        if self.workers is not None:
+            await self.workers.aclose()
         await self.store.close()
         self.tracer_provider.shutdown()
         log.info("service stopped")

@@ -73,6 +73,11 @@ class RuntimeSettings(BaseSettings):
         default=24 * 3600.0, gt=0, description="Published outbox rows kept this long",
     )
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
+    worker_processes: int = Field(
+        default=1, ge=0, le=64,
+        description="Processes for CPU-bound work (ServiceRuntime.run_cpu, e.g. parsing); "
+                    "0 = a thread of the service process, which cannot be stopped",
+    )
 
     def model_post_init(self, __context: object) -> None:
         if not self.otel_service_name:
