@@ -34,6 +34,10 @@ class Component:
     async def deliver(self, event: Any) -> None:
         await self.broker.publish(event.model_dump_json().encode(), subject=event.nats_subject,
                                   headers=event_headers(event), stream=EVENTS_STREAM)
+        # the runtime is not started here, so neither is its background outbox relay: publish
+        # what the handler committed, as the relay would
+        for relay in self.runtime.relays.values():
+            await relay.flush()
 
 
 @pytest.fixture

@@ -83,6 +83,46 @@ async def test_a_mail_goes_through_its_states_with_documents(db: Store) -> None:
     assert docs[0]._mapping["filename"] == "Bestellung-0-ü.pdf"
 
 
+async def test_a_parsed_mail_recorded_at_once_equals_its_states_one_by_one(db: Store) -> None:
+    # the handler's fast path for a new mail writes exactly what the state machine writes
+    stepwise, at_once = "s" * 32, "o" * 32
+    times = (T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=2))
+    async with db.transaction() as s:
+        await store.receive_mail(s, key=stepwise, tenant="acme", message_id="<m@x>",
+                                 received_at=T0 - timedelta(seconds=5), at=times[0])
+        await store.transition(s, stepwise, Status.STORED, times[1])
+        for index in range(2):
+            await store.add_document(s, **_doc(stepwise, index, at=times[2]))
+        await store.transition(s, stepwise, Status.PARSED, times[2], error=None,
+                               defects=["part 2: oddity"], document_count=2)
+        assert await store.record_parsed(
+            s, key=at_once, tenant="acme", message_id="<m@x>",
+            received_at=T0 - timedelta(seconds=5), at=times, defects=["part 2: oddity"],
+            docs=[_doc(at_once, i, at=times[2]) for i in range(2)])
+    # a mail that has its row already: nothing written, the caller takes the state machine
+    for key in (stepwise, at_once):
+        async with db.transaction() as s:
+            assert not await store.record_parsed(
+                s, key=key, tenant="acme", message_id="<m@x>", received_at=T0,
+                at=(T0, T0, T0), defects=[], docs=[_doc(key, 5)])
+
+    def without_key(row: object, *keys: str) -> dict[str, object]:
+        m = dict(row._mapping)  # type: ignore[attr-defined]
+        return {k: store.utc(v) if isinstance(v, datetime) else v
+                for k, v in m.items() if k not in keys}
+
+    async with db.sessions() as s:
+        mails = [without_key(await store.get_mail(s, k), "mail_key") for k in (stepwise, at_once)]
+        steps = [[(t.status, store.utc(t.at)) for t in await store.transitions_of(s, k)]
+                 for k in (stepwise, at_once)]
+        docs = [[without_key(d, "mail_key", "document_id")
+                 for d in await store.list_documents(s, mail_key=k)] for k in (stepwise, at_once)]
+    assert mails[0] == mails[1] and mails[0]["status"] == "PARSED"
+    assert steps[0] == steps[1] == [("RECEIVED", times[0]), ("STORED", times[1]),
+                                    ("PARSED", times[2])]
+    assert docs[0] == docs[1] and len(docs[0]) == 2
+
+
 async def test_a_document_index_is_unique_per_mail(db: Store) -> None:
     key = "u" * 32
     async with db.transaction() as s:

@@ -1,9 +1,11 @@
 """attachment-extractor: mail.received in; documents, document.stored and mail.parsed out.
 
-Per mail (one consumer transaction, so all of it commits or none of it):
-RECEIVED → fetch the raw MIME from the blob store and verify it → STORED → parse it (in a
-worker thread: CPU work) → store each attachment in the blob store by SHA-256 → one
-``documents`` row and one ``document.stored`` event per attachment → PARSED and
+Per mail, first outside any transaction and for several mails at once (the runtime's prepare
+step: nothing here needs a transaction, and doing it again after a crash stores nothing new):
+fetch the raw MIME from the blob store and verify it, parse it (CPU work, in a worker process),
+store each attachment in the blob store by SHA-256. Then in the consumer transaction, so all
+of it commits or none of it (shared with other mails' on SQLite: group commit): RECEIVED →
+STORED → one ``documents`` row and one ``document.stored`` event per attachment → PARSED and
 ``mail.parsed``. A mail that cannot be handled after ``CONSUMER_MAX_DELIVER`` attempts is
 dead-lettered by the runtime; our hook then records FAILED and emits ``mail.failed``.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,7 @@ from postroom_runtime import (
     Outbox,
     PoisonMessage,
     ServiceRuntime,
+    WorkerDied,
     load_settings,
     problem,
 )
@@ -45,7 +49,7 @@ from postroom_runtime.store import utcnow
 
 from . import store
 from .config import ExtractorSettings
-from .handlers import SUPPORTED_TYPES, Attachment, parse_mail
+from .handlers import SUPPORTED_TYPES, Attachment, ParsedMail, parse_mail
 from .spec import SERVICE
 from .store import Status
 
@@ -82,8 +86,19 @@ def failure_stage(error: str) -> str:
     return "extract"
 
 
+@dataclass
+class Prepared:
+    """What ``Extractor.prepare`` did for a mail outside the transaction."""
+
+    parsed: ParsedMail
+    refs: list[BlobRef]
+    received_at: datetime
+    stored_at: datetime
+    parsed_at: datetime
+
+
 class Extractor:
-    """The consumer handler and its dead-letter hook."""
+    """The consumer's prepare step, its handler and its dead-letter hook."""
 
     def __init__(self, runtime: ServiceRuntime, settings: ExtractorSettings) -> None:
         self.runtime = runtime
@@ -95,41 +110,60 @@ class Extractor:
             raise RuntimeError("blob store not started")
         return self.runtime.blobs
 
-    async def handle(self, event: MailReceived, session: AsyncSession, outbox: Outbox) -> None:
-        key = event.mail_key
+    async def prepare(self, event: MailReceived) -> Prepared:
+        """Before the transaction, several mails at once: fetch, parse, store the attachments
+        (content-addressed: doing it again after a crash stores nothing new)."""
         received_at = utcnow()
-        existing = await store.get_mail(session, key)
-        if existing is not None and existing.status == Status.PARSED:
-            # another mail.received for a mail we already parsed (a re-sent mail): nothing new
-            log.info("mail already parsed; repeated mail.received ignored")
-            return
         raw = await self.blobs.get(event.raw)  # missing or corrupt: raises, retried
         stored_at = utcnow()
-        try:
-            parsed = await asyncio.to_thread(parse_mail, raw, self.limits)
+        try:  # in a worker process: another core, and stopped at the time limit
+            parsed = await self.runtime.run_cpu(parse_mail, raw, self.limits)
+        except WorkerDied:
+            raise  # not the mail's fault: retried
         except Exception as exc:  # deterministic: retrying cannot help
             raise PoisonMessage(f"cannot parse mail: {type(exc).__name__}: {exc}") from exc
-        refs: list[BlobRef] = []
-        for attachment in parsed.attachments:
-            refs.append(await self.blobs.put(
-                attachment.data, content_type=attachment.sniffed_type or attachment.declared_type))
-        parsed_at = utcnow()
+        refs = list(await asyncio.gather(*(
+            self.blobs.put(a.data, content_type=a.sniffed_type or a.declared_type)
+            for a in parsed.attachments)))
+        return Prepared(parsed, refs, received_at, stored_at, utcnow())
 
-        await store.receive_mail(session, key=key, tenant=event.tenant,
-                                 message_id=event.message_id, received_at=event.occurred_at,
-                                 at=received_at)
-        await store.transition(session, key, Status.STORED, stored_at)
+    async def handle(self, event: MailReceived, session: AsyncSession, outbox: Outbox,
+                     prepared: Prepared) -> None:
+        """In the transaction: the mail's rows and events."""
+        key = event.mail_key
+        parsed, refs = prepared.parsed, prepared.refs
+        received_at, stored_at, parsed_at = (prepared.received_at, prepared.stored_at,
+                                             prepared.parsed_at)
+        docs = [dict(
+            document_id=document_id(key, attachment.index), tenant=event.tenant, mail_key=key,
+            index=attachment.index, filename=attachment.filename,
+            declared_type=attachment.declared_type, sniffed_type=attachment.sniffed_type,
+            size=attachment.size, sha256=ref.sha256, blob_bucket=ref.bucket, blob_key=ref.key,
+            supported=attachment.supported, metadata=attachment.metadata.model_dump(mode="json"),
+            created_at=parsed_at,
+        ) for attachment, ref in zip(parsed.attachments, refs, strict=True)]
+        # the usual case, a new mail: all its rows at once
+        if not await store.record_parsed(
+                session, key=key, tenant=event.tenant, message_id=event.message_id,
+                received_at=event.occurred_at, at=(received_at, stored_at, parsed_at),
+                defects=parsed.defects, docs=docs):
+            existing = await store.get_mail(session, key)
+            if existing.status == Status.PARSED:
+                # another mail.received for a mail we already parsed (a re-sent mail)
+                log.info("mail already parsed; repeated mail.received ignored")
+                return
+            # a mail given up on before (FAILED), delivered again
+            await store.receive_mail(session, key=key, tenant=event.tenant,
+                                     message_id=event.message_id,
+                                     received_at=event.occurred_at, at=received_at)
+            await store.transition(session, key, Status.STORED, stored_at)
+            for doc in docs:
+                await store.add_document(session, **doc)
+            await store.transition(session, key, Status.PARSED, parsed_at, error=None,
+                                   defects=parsed.defects, document_count=len(docs))
         document_ids: list[str] = []
-        for attachment, ref in zip(parsed.attachments, refs, strict=True):
-            doc_id = document_id(key, attachment.index)
-            await store.add_document(
-                session, document_id=doc_id, tenant=event.tenant, mail_key=key,
-                index=attachment.index, filename=attachment.filename,
-                declared_type=attachment.declared_type, sniffed_type=attachment.sniffed_type,
-                size=attachment.size, sha256=ref.sha256, blob_bucket=ref.bucket,
-                blob_key=ref.key, supported=attachment.supported,
-                metadata=attachment.metadata.model_dump(mode="json"), created_at=parsed_at,
-            )
+        for attachment, ref, doc in zip(parsed.attachments, refs, docs, strict=True):
+            doc_id = doc["document_id"]
             await outbox.emit(DocumentStored.caused_by(
                 event, part=str(attachment.index), document_id=doc_id, index=attachment.index,
                 filename=attachment.filename, declared_content_type=attachment.declared_type,
@@ -138,8 +172,6 @@ class Extractor:
                 metadata=attachment.metadata,
             ))
             document_ids.append(doc_id)
-        await store.transition(session, key, Status.PARSED, parsed_at, error=None,
-                               defects=parsed.defects, document_count=len(document_ids))
         await outbox.emit(MailParsed.caused_by(
             event, message_id=event.message_id, subject=event.subject,
             header_from=event.header_from, in_reply_to=parsed.in_reply_to,
@@ -324,6 +356,7 @@ def build_runtime(
     extractor = Extractor(runtime, settings)
     runtime.consume(MailReceived, extractor.handle, durable=CONSUMER,
                     processed=store.processed_messages,
-                    outbox=store.outbox, on_dead_letter=extractor.on_dead_letter)
+                    outbox=store.outbox, on_dead_letter=extractor.on_dead_letter,
+                    prepare=extractor.prepare)
     add_routes(runtime.http, runtime)
     return runtime

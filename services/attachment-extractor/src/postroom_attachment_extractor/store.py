@@ -34,6 +34,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroom_runtime import add_runtime_tables
@@ -145,6 +147,40 @@ async def receive_mail(
 
 async def add_document(session: AsyncSession, **values: Any) -> None:
     await session.execute(insert(documents).values(**values))
+
+
+async def record_parsed(
+    session: AsyncSession, *, key: str, tenant: str, message_id: str, received_at: datetime,
+    at: tuple[datetime, datetime, datetime], defects: list[str],
+    docs: Sequence[dict[str, Any]],
+) -> bool:
+    """A mail seen for the first time and parsed: the rows that ``receive_mail``, two
+    transitions and ``add_document`` per document would write (``at``: when it was RECEIVED,
+    STORED, PARSED), in three statements instead of eight or more. False, and nothing
+    written, when the mail has a row already."""
+    values = dict(
+        mail_key=key, tenant=tenant, message_id=message_id[:998], status=Status.PARSED.value,
+        error=None, defects=defects, document_count=len(docs), received_at=received_at,
+        updated_at=at[2],
+    )
+    dialect = session.bind.dialect.name
+    if dialect == "sqlite":
+        new_row = sqlite_insert(mails).values(**values).on_conflict_do_nothing()
+    elif dialect == "postgresql":
+        new_row = pg_insert(mails).values(**values).on_conflict_do_nothing()
+    else:  # pragma: no cover - SQLite and PostgreSQL are the stores we run
+        if await get_mail(session, key) is not None:
+            return False
+        new_row = insert(mails).values(**values)
+    if (await session.execute(new_row)).rowcount == 0:
+        return False
+    await session.execute(insert(mail_transitions), [
+        {"mail_key": key, "status": status.value, "at": when}
+        for status, when in zip((Status.RECEIVED, Status.STORED, Status.PARSED), at, strict=True)
+    ])
+    if docs:
+        await session.execute(insert(documents), list(docs))
+    return True
 
 
 async def transitions_of(session: AsyncSession, key: str) -> Sequence[Any]:
