@@ -10,11 +10,13 @@ from postroom_runtime import ConfigError, load_settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OTEL_SERVICE_NAME", "HTTP_PORT", "DATABASE_URL", "EXTRACT_MAX_PARTS"):
+    for name in ("OTEL_SERVICE_NAME", "HTTP_PORT", "DATABASE_URL", "EXTRACT_MAX_PARTS",
+                 "BLOB_SMALL_MAX_BYTES"):
         monkeypatch.delenv(name, raising=False)
     settings = load_settings(ExtractorSettings)
     assert settings.otel_service_name == "attachment-extractor"
     assert settings.http_port == 8026
+    assert settings.blob_small_max_bytes == 524_288  # attachments up to 512 KiB in the KV bucket
     assert settings.database_url == "sqlite+aiosqlite:///var/attachment_extractor.db"
     assert settings.limits() == Limits(max_parts=200, max_depth=10,
                                        max_attachment_bytes=26_214_400, include_inline=False,

@@ -170,8 +170,11 @@ async def test_sigkill_at_any_moment_loses_nothing_and_duplicates_nothing(
                     "RECEIVED", "STORED", "PARSED"], key
             documents = (await http.get("/documents", params={"limit": 500})).json()
             assert len(documents) == 3 * MAILS
-        # content-addressed: per mail its raw MIME and its own PDF; terms and CSV once
+        # content-addressed: per mail its raw MIME (Object Store, as put above) and its own PDF;
+        # terms and CSV once (attachments in the small-blob KV bucket)
         obs = await js.object_store("postroom-blobs")
-        assert len([o for o in await obs.list() if not o.deleted]) == 2 * MAILS + 2
+        assert len([o for o in await obs.list() if not o.deleted]) == MAILS
+        small = await js.stream_info("KV_postroom-blobs-small")  # history 1: a message per key
+        assert small.state.messages == MAILS + 2
     finally:
         await nc.close()

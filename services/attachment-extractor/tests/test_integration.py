@@ -21,7 +21,7 @@ from postroom_attachment_extractor import app as app_module
 from postroom_attachment_extractor.app import build_runtime, document_id
 from postroom_attachment_extractor.config import ExtractorSettings
 from postroom_contracts import EVENTS_STREAM, BlobRef, MailParsed, MailReceived, RouteDecision
-from postroom_runtime import ServiceRuntime, event_headers, publish_event
+from postroom_runtime import NatsBlobStore, ServiceRuntime, event_headers, publish_event
 from postroom_runtime.deadletters import list_dead_letters, replay_dead_letter
 
 CONSUMER = "attachment-extractor-mail-received"
@@ -45,6 +45,15 @@ class Extractor:
             return await original(ref)
 
         blobs.get = counting_get  # type: ignore[method-assign]
+
+    def ref_for(self, raw: bytes) -> BlobRef:
+        """The reference the service's blob store gives ``raw`` once it is put (as smtp-ingress
+        would: the KV bucket for a small blob), without putting it."""
+        blobs = self.runtime.blobs
+        assert isinstance(blobs, NatsBlobStore)
+        digest = hashlib.sha256(raw).hexdigest()
+        bucket = blobs.small_bucket if blobs.is_small(len(raw)) else blobs.bucket
+        return BlobRef(bucket=bucket, key=f"sha256/{digest}", size=len(raw), sha256=digest)
 
     async def put_raw(self, raw: bytes) -> BlobRef:
         assert self.runtime.blobs is not None
@@ -303,10 +312,7 @@ async def test_a_mail_whose_raw_mime_is_missing_fails_after_bounded_retries(
 ) -> None:
     ex = await start_extractor(consumer_max_deliver=3)
     raw = samples.mail(attachments=[samples.pdf_attachment()])
-    digest = hashlib.sha256(raw).hexdigest()
-    missing = BlobRef(bucket="postroom-blobs", key=f"sha256/{digest}", size=len(raw),
-                      sha256=digest)
-    event = samples.received(missing)
+    event = samples.received(ex.ref_for(raw))  # never put
     await ex.publish(event)
 
     [failed] = await ex.wait_events("mail.failed", 1)
@@ -361,9 +367,7 @@ async def test_a_mail_the_parser_chokes_on_is_dead_lettered_at_once(
 async def test_a_transient_failure_is_retried_and_then_succeeds(start_extractor: Any) -> None:
     ex = await start_extractor(consumer_max_deliver=5)
     raw = samples.mail(attachments=[samples.pdf_attachment()])
-    digest = hashlib.sha256(raw).hexdigest()
-    event = samples.received(BlobRef(bucket="postroom-blobs", key=f"sha256/{digest}",
-                                     size=len(raw), sha256=digest))
+    event = samples.received(ex.ref_for(raw))  # not put yet
     await ex.publish(event)
     await eventually(lambda: _true(len(ex.fetches) >= 2))
     await ex.put_raw(raw)  # the blob store catches up

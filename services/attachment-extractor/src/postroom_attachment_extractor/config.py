@@ -16,6 +16,9 @@ class ExtractorSettings(RuntimeSettings):
 
     service_name: ClassVar[str] = "attachment-extractor"
     http_port: int = Field(default=8026, ge=0, le=65535)
+    # attachments up to 512 KiB in the KV bucket: one acknowledged write each instead of the
+    # Object Store's lookup, chunk and metadata (docs/benchmarks.md, drain)
+    blob_small_max_bytes: int = Field(default=524_288, ge=0, le=1_048_576)
 
     extract_max_parts: int = Field(
         default=200, ge=1, description="MIME parts looked at per mail; the rest is skipped"
