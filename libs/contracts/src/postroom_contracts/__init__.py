@@ -5,7 +5,9 @@ from .events import (
     BY_TYPE,
     CATALOGUE,
     ArcVerdict,
+    AudioFormat,
     BlobRef,
+    CallDetails,
     DeadLetter,
     DeliveryFailed,
     DeliveryRequested,
@@ -27,6 +29,7 @@ from .events import (
     SmtpSession,
     SpfVerdict,
     VoicemailTranscribed,
+    WordTiming,
 )
 from .ids import derive_event_id, is_tenant_slug, mail_key, synthetic_message_id
 from .subjects import (
@@ -46,11 +49,11 @@ from .tenants import Action, MailboxRoute, Pbx, Tenant, TenantSeed, VoicemailFor
 
 __all__ = [
     "BLOBS_BUCKET", "BY_TYPE", "CATALOGUE", "DEAD_LETTERS", "DLQ_STREAM", "EVENTS", "EVENTS_STREAM",
-    "STREAMS", "TENANTS_BUCKET", "Action", "ArcVerdict", "BlobRef", "DeadLetter", "DeliveryFailed",
+    "STREAMS", "TENANTS_BUCKET", "Action", "ArcVerdict", "AudioFormat", "BlobRef", "CallDetails", "DeadLetter", "DeliveryFailed",
     "DeliveryRequested", "DeliverySent", "DkimVerdict", "DmarcVerdict", "DocumentMetadata",
     "DocumentRef", "DocumentStored", "Event", "IprevVerdict", "MailAuthenticated", "MailClassified",
     "MailFailed", "MailParsed", "MailReceived", "MailboxRoute", "Pbx", "ReplyDrafted",
     "RouteDecision", "SmtpSession", "SpfVerdict", "StreamSpec", "Tenant", "TenantSeed",
-    "VoicemailForward", "VoicemailTranscribed", "decode", "derive_event_id", "dlq_subject",
+    "VoicemailForward", "VoicemailTranscribed", "WordTiming", "decode", "derive_event_id", "dlq_subject",
     "is_tenant_slug", "mail_key", "subject_filter", "subject_for", "synthetic_message_id",
 ]

@@ -19,6 +19,8 @@ Versioning (``python -m postroom_contracts check`` enforces it against the commi
   enum value, add, loosen or tighten a constraint (length, pattern, format, bounds, item
   counts), make a field required, or change an optional field's default; recursively in
   nested models, list items and dict values.
+- A draft (``draft = True``: no service publishes it yet) may change in any way; the schema
+  committed while it was a draft is no baseline. Once a service publishes it, the rules apply.
 - A breaking change is a new major: a new event type named ``<type>.v<major>`` (e.g.
   ``mail.received.v2``, subject ``postroom.mail.received.v2.<tenant>``, its own schemas with
   revisions from 1), published side by side with the old type until every consumer moved.
@@ -404,19 +406,91 @@ class MailAuthenticated(Event):
 # --- drafts for later issues ------------------------------------------------------------
 
 
+class AudioFormat(BaseModel):
+    """How a recording was encoded, as the WAV header says."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    container: str = Field(description="e.g. 'WAV'")
+    encoding: str = Field(
+        description="soundfile subtype: 'ULAW', 'ALAW', 'PCM_16', 'GSM610', 'IMA_ADPCM', "
+        "'MS_ADPCM', ..."
+    )
+    sample_rate: int = Field(ge=1, description="Hz, e.g. 8000")
+    channels: int = Field(ge=1)
+
+
+class CallDetails(BaseModel):
+    """What the PBX said about the call, parsed from its notification mail (subject, body,
+    headers). Every field is None when the PBX did not say it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    caller_name: str | None = None
+    caller_number: str | None = Field(default=None, description="As the PBX wrote it")
+    mailbox: str | None = Field(
+        default=None, description="The called mailbox or extension (callee), as the PBX wrote it"
+    )
+    mailbox_name: str | None = Field(default=None, description="Name of the mailbox's owner")
+    duration_seconds: float | None = Field(
+        default=None, ge=0, description="Duration the PBX reported (not measured)"
+    )
+    called_at: str | None = Field(
+        default=None, description="When the call came in, as the PBX wrote it"
+    )
+
+
+class WordTiming(BaseModel):
+    """One recognised word with its place in the recording."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    word: str
+    start_seconds: float = Field(ge=0)
+    end_seconds: float = Field(ge=0)
+    confidence: float | None = Field(default=None, ge=0, le=1)
+
+
 class VoicemailTranscribed(Event):
-    """Draft: a voicemail recording was transcribed."""
+    """A voicemail recording (one audio attachment of a mail a tenant's PBX relayed, or sent to
+    its voicemail address) was transcribed, or could not be. One event per audio attachment;
+    ``event_id`` is derived from the mail.parsed event and the attachment's index."""
 
     event_type: ClassVar[str] = "voicemail.transcribed"
     schema_version: ClassVar[int] = 1
     draft: ClassVar[bool] = True
 
-    document_id: str
-    transcript: str
-    confidence: float | None = Field(default=None, ge=0, le=1)
-    language: str | None = None
-    duration_seconds: float | None = None
-    engine: str
+    message_id: str = Field(description="Message-ID of the PBX's mail")
+    document_id: str = Field(description="The audio attachment (as in document.stored)")
+    index: int = Field(ge=0, description="Position of the attachment within the mail")
+    filename: str
+    status: Literal["transcribed", "failed"] = Field(
+        description="'transcribed': text holds what was said (may be empty for silence); "
+        "'failed': no engine could transcribe it, error says why (the mail is still forwarded, "
+        "marked 'transcription unavailable')"
+    )
+    text: str = Field(default="", description="The transcript")
+    confidence: float | None = Field(
+        default=None, ge=0, le=1, description="Engine's confidence; None when it gives none"
+    )
+    engine: str = Field(description="Engine that produced the text: 'google', 'moonshine', ...")
+    model: str | None = Field(default=None, description="Engine's model, e.g. 'telephony'")
+    fallback: bool = Field(
+        default=False,
+        description="The preferred engine failed or its breaker was open; a fallback answered",
+    )
+    language: str = Field(description="BCP-47 language asked for, e.g. 'en-US'")
+    duration_seconds: float = Field(ge=0, description="Measured length of the audio")
+    processing_seconds: float = Field(ge=0, description="Wall time spent transcribing")
+    real_time_factor: float | None = Field(
+        default=None, ge=0, description="processing_seconds / duration_seconds"
+    )
+    audio: AudioFormat | None = Field(default=None, description="None when it could not be read")
+    call: CallDetails = Field(default_factory=CallDetails)
+    words: list[WordTiming] | None = Field(
+        default=None, description="Word timings, when the tenant's configuration asks for them"
+    )
+    error: str | None = Field(default=None, description="Why it failed ('failed' status)")
 
 
 class MailClassified(Event):
@@ -450,40 +524,99 @@ class ReplyDrafted(Event):
 
 
 class DeliveryRequested(Event):
-    """Draft: a mail should be sent (a reply or a forward)."""
+    """Please send this mail: the mailer's one input, for every kind of outgoing mail (a
+    forwarded or enhanced voicemail now, AI replies and notifications later).
+
+    The mailer builds the message from ``original`` (the raw MIME it is based on) and/or the
+    ``template`` with ``template_data`` and the body fields, sends it once to ``to`` through the
+    outbound relay, and answers with delivery.sent or delivery.failed. ``delivery_id`` is the
+    idempotency key: the same id is sent at most once, and the Message-ID of a composed mail is
+    derived from it."""
 
     event_type: ClassVar[str] = "delivery.requested"
     schema_version: ClassVar[int] = 1
     draft: ClassVar[bool] = True
 
-    delivery_id: str
-    kind: Literal["reply", "forward", "notification"]
-    to: list[str] = Field(min_length=1)
-    subject: str
-    body: BlobRef
+    delivery_id: str = Field(
+        min_length=8, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",
+        description="Deterministic id of this delivery (derived from its cause)",
+    )
+    kind: Literal["forward", "voicemail", "reply", "notification"] = Field(
+        description="'forward': ``original`` sent unchanged; 'voicemail': ``original`` "
+        "enhanced with the transcripts in ``template_data`` (template 'voicemail'); 'reply' "
+        "and 'notification': a new mail from ``template`` and the body fields"
+    )
+    to: list[str] = Field(min_length=1, description="Envelope recipients (RCPT TO)")
+    envelope_from: str | None = Field(
+        default=None,
+        description="Envelope sender (MAIL FROM); '' for a null sender; None: the mailer's "
+        "MAILER_ENVELOPE_FROM, else the original's envelope sender",
+    )
+    original: BlobRef | None = Field(
+        default=None, description="Raw MIME (RFC 5322) the delivery is built from"
+    )
+    original_envelope_from: str | None = Field(
+        default=None, description="Envelope sender of ``original`` as it was received"
+    )
+    template: str | None = Field(
+        default=None,
+        description="Template set to compose with (the tenant's override, else the mailer's), "
+        "e.g. 'voicemail'",
+    )
+    template_data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Values for the template; for 'voicemail': 'transcripts' (a list of "
+        "voicemail.transcribed payloads, one per audio attachment, in order) and 'call'",
+    )
+    subject: str | None = Field(default=None, description="Subject of a new mail")
+    from_address: str | None = Field(default=None, description="From of a new mail")
+    body_text: str | None = None
+    body_html: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = Field(default_factory=list)
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Further header fields of a new mail (e.g. Auto-Submitted). A value with "
+        "CR or LF is refused (delivery.failed, permanent)",
+    )
 
 
 class DeliverySent(Event):
-    """Draft: a mail was handed to the next hop."""
+    """The relay accepted a mail (or, with no relay configured, it was captured)."""
 
     event_type: ClassVar[str] = "delivery.sent"
     schema_version: ClassVar[int] = 1
     draft: ClassVar[bool] = True
 
     delivery_id: str
-    smtp_response: str
+    kind: str = Field(description="The delivery.requested kind")
+    message_id: str = Field(description="Message-ID of the mail as sent")
+    to: list[str] = Field(description="Recipients the relay accepted")
+    refused: dict[str, str] = Field(
+        default_factory=dict, description="Recipients the relay refused, with its reply"
+    )
+    relay: str = Field(description="host:port of the relay, or 'capture' with no relay")
+    smtp_response: str = Field(description="The relay's reply to the end of DATA")
+    attempts: int = Field(ge=1)
+    dkim_signed: bool = False
 
 
 class DeliveryFailed(Event):
-    """Draft: a mail could not be sent."""
+    """A mail could not be sent: refused for good (5xx, a bad header, an unreadable original)
+    or temporary failures until the retry schedule ran out. The request also goes to the
+    dead letters of the mailer's consumer, so it can be replayed."""
 
     event_type: ClassVar[str] = "delivery.failed"
     schema_version: ClassVar[int] = 1
     draft: ClassVar[bool] = True
 
     delivery_id: str
-    permanent: bool
+    kind: str = Field(description="The delivery.requested kind")
+    to: list[str]
+    permanent: bool = Field(description="True: refused (5xx or invalid); False: retries ran out")
+    smtp_code: int | None = Field(default=None, description="The relay's reply code, if any")
     error: str
+    attempts: int = Field(ge=0)
 
 
 CATALOGUE: tuple[type[Event], ...] = (
