@@ -11,13 +11,14 @@ from nats.js import JetStreamContext
 
 from postroom_cli.tail import consumer_filters, is_subset, matches, overlaps, valid_subject
 from postroom_runtime.jetstream import provision_streams
+from postroom_testing import STARTUP_SECONDS
 
 
 def test_live_tail_prints_each_event_as_a_json_line_and_stops_after_count(
     cli_process, nats_url
 ) -> None:
     proc = cli_process("--nats-url", nats_url, "tail", "postroom.document.>", "--count", "2")
-    proc.wait_for("tail: postroom.document.> on", stream="stderr", timeout=20)
+    proc.wait_for("tail: postroom.document.> on", stream="stderr", timeout=STARTUP_SECONDS)
 
     async def publish() -> None:
         nc = await nats.connect(nats_url)

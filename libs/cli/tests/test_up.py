@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from postroom_cli.services import SERVICES
-from postroom_testing import free_port
+from postroom_testing import STARTUP_SECONDS, free_port
 
 SEED = """
 tenants:
@@ -113,9 +113,9 @@ def test_up_starts_everything_prints_the_addresses_and_stops_cleanly_on_ctrl_c(
     data = tmp_path / "data"
     up = cli_process("up", "--data-dir", str(data), "--tenants", str(seed), *ports.args())
 
-    nats_pid = pid_in(up.wait_for("nats-server started (pid", timeout=30))
+    nats_pid = pid_in(up.wait_for("nats-server started (pid", timeout=STARTUP_SECONDS))
     up.wait_for("Postroom is up.", timeout=120)
-    up.wait_for("Ctrl-C stops everything.", timeout=30)  # the banner's last line
+    up.wait_for("Ctrl-C stops everything.", timeout=STARTUP_SECONDS)  # the banner's last line
     out = up.output
     assert f"NATS  nats://127.0.0.1:{ports.nats}   (monitoring http://127.0.0.1:{ports.monitor})" \
         in out
@@ -205,8 +205,8 @@ def test_up_serves_mail_end_to_end_and_restarts_a_crashed_service(
     ingress_pid = pid_in(up.wait_for("smtp-ingress started (pid"))
     mark = len(up.stdout)
     os.kill(ingress_pid, signal.SIGKILL)
-    up.wait_for("smtp-ingress exited with signal SIGKILL", after=mark, timeout=10)
-    restarted = up.wait_for("smtp-ingress restarted (pid", after=mark, timeout=10)
+    up.wait_for("smtp-ingress exited with signal SIGKILL", after=mark, timeout=STARTUP_SECONDS)
+    restarted = up.wait_for("smtp-ingress restarted (pid", after=mark, timeout=STARTUP_SECONDS)
     assert pid_in(restarted) != ingress_pid
     ingress = f"http://127.0.0.1:{ports.http_base}"
     deadline = time.monotonic() + 60

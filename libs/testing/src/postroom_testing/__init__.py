@@ -5,6 +5,6 @@ The pytest plugin is ``postroom_testing.plugin``; the helpers below also serve s
 """
 
 from postroom_testing.nats import NatsServer
-from postroom_testing.procs import ServiceProcess, free_port
+from postroom_testing.procs import STARTUP_SECONDS, ServiceProcess, free_port
 
-__all__ = ["NatsServer", "ServiceProcess", "free_port"]
+__all__ = ["STARTUP_SECONDS", "NatsServer", "ServiceProcess", "free_port"]

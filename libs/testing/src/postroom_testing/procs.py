@@ -46,6 +46,12 @@ _handed_out_ports: set[int] = set()
 _port_lock = threading.Lock()
 
 
+
+STARTUP_SECONDS = 180.0
+"""Upper bound for a Python process to print its first line or become ready. A cold start (a
+fresh clone's first import of every module) on a machine whose cores are busy with other work
+has taken over 30 s; a process that is really stuck still fails, only later."""
+
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port on ``host`` that is free right now.
 
@@ -311,7 +317,7 @@ class ManagedProcess:
                 f"log {self.log_path}:\n{self.log_text(tail_lines=40)}"
             )
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = STARTUP_SECONDS) -> None:
         deadline = time.monotonic() + timeout
         while True:
             self._raise_if_exited()
@@ -325,7 +331,7 @@ class ManagedProcess:
                 )
             time.sleep(0.05)
 
-    async def wait_ready_async(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - same API as the sync method
+    async def wait_ready_async(self, timeout: float = STARTUP_SECONDS) -> None:  # noqa: ASYNC109 - same API as the sync method
         deadline = time.monotonic() + timeout
         while True:
             self._raise_if_exited()
@@ -339,13 +345,13 @@ class ManagedProcess:
                 )
             await asyncio.sleep(0.05)
 
-    def start(self, timeout: float = 30.0) -> ManagedProcess:
+    def start(self, timeout: float = STARTUP_SECONDS) -> ManagedProcess:
         """Start and block until ready (or raise with the log tail)."""
         self._spawn()
         self.wait_ready(timeout)
         return self
 
-    async def astart(self, timeout: float = 30.0) -> ManagedProcess:  # noqa: ASYNC109 - same API as the sync method
+    async def astart(self, timeout: float = STARTUP_SECONDS) -> ManagedProcess:  # noqa: ASYNC109 - same API as the sync method
         """Start (the fork happens in the calling thread) and wait for readiness without
         blocking the event loop."""
         self._spawn()
