@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Word error rate and real-time factor of the speech engines on the voicemail set.
+
+The set is libs/speech/tests/fixtures/voicemail (scripts/make_voicemail_fixtures.py: 36
+sentences of 10-25 words with names, numbers and times, 8 voices, 8 kHz µ-law, A-law and
+GSM). Each engine is run on every file; WER is scored over all reference words with the
+normaliser of postroom_speech.wer (spoken and written numbers alike). Side by side, in the
+same run: the offline engine as the service runs it (segmented on silence) and the same model
+given each recording whole (the baseline), and Google when GOOGLE_APPLICATION_CREDENTIALS or
+GOOGLE_SPEECH_ENDPOINT is set. Real-time factor = processing time / audio duration, one
+ONNX Runtime thread; pin to one core for the figure of docs/benchmarks.md:
+
+    taskset -c 0 uv run --frozen --no-sync python scripts/bench_transcribe.py --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from postroom_speech.audio import decode
+from postroom_speech.engines.google import GoogleEngine
+from postroom_speech.engines.moonshine import MoonshineEngine, MoonshineModel
+from postroom_speech.wer import normalise, word_error_rate
+
+FIXTURES = Path(__file__).resolve().parents[1] / "libs/speech/tests/fixtures/voicemail"
+
+
+async def run_engine(engine, items, language: str) -> tuple[list[str], float, float]:
+    hyps, processing, duration = [], 0.0, 0.0
+    for item in items:
+        audio = item["audio"]
+        started = time.perf_counter()
+        transcript = await engine.transcribe(audio, language=language, timeout=300)
+        processing += time.perf_counter() - started
+        duration += audio.duration
+        hyps.append(transcript.text)
+    return hyps, processing, duration
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--show", action="store_true", help="print every hypothesis")
+    args = parser.parse_args()
+    refs = json.loads((FIXTURES / "references.json").read_text())["sentences"]
+    items = [dict(r, audio=decode((FIXTURES / r["file"]).read_bytes())) for r in refs]
+    model = MoonshineModel(threads=1)
+    model.load()
+    engines = {
+        "moonshine-base-en, segmented (service)": MoonshineEngine(model, segment=True),
+        "moonshine-base-en, whole recording (baseline)": MoonshineEngine(model, segment=False),
+    }
+    google = GoogleEngine(insecure=os.environ.get("GOOGLE_SPEECH_INSECURE") == "true")
+    if google.configured:
+        engines["google"] = google
+    words = sum(len(normalise(r["text"]).split()) for r in refs)
+    seconds = sum(i["audio"].duration for i in items)
+    print(f"{len(items)} recordings, {seconds:.0f} s of audio, {words} reference words; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"affinity {sorted(os.sched_getaffinity(0))}, load {os.getloadavg()[0]:.2f}")
+    for name, engine in engines.items():
+        rtfs = []
+        for _ in range(args.runs):
+            hyps, processing, duration = await run_engine(engine, items, "en-US")
+            rtfs.append(processing / duration)
+        wer = word_error_rate([r["text"] for r in refs], hyps)
+        by_voice: dict[str, tuple[list[str], list[str]]] = {}
+        for r, h in zip(refs, hyps, strict=True):
+            by_voice.setdefault(r["voice"], ([], []))
+            by_voice[r["voice"]][0].append(r["text"])
+            by_voice[r["voice"]][1].append(h)
+        voices = ", ".join(f"{v} {100 * word_error_rate(*p):.0f}%"
+                           for v, p in sorted(by_voice.items()))
+        print(f"\n{name}\n  WER {100 * wer:.1f} %   RTF mean {statistics.mean(rtfs):.3f} "
+              f"(min {min(rtfs):.3f}, max {max(rtfs):.3f}, {args.runs} runs)\n"
+              f"  by voice: {voices}")
+        if args.show:
+            for r, h in zip(refs, hyps, strict=True):
+                print(f"  REF {normalise(r['text'])}\n  HYP {normalise(h)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
