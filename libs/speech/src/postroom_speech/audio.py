@@ -52,8 +52,17 @@ def decode(data: bytes) -> Audio:
     try:
         with soundfile.SoundFile(io.BytesIO(data)) as f:
             info = (f.format, f.subtype, f.samplerate, f.channels)
-            frames = f.read(dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+            # block by block: GSM 6.10 and some ADPCM files are not seekable, so the
+            # frame count is unknown up front
+            blocks = []
+            while True:
+                block = f.read(65_536, dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                blocks.append(block)
+            frames = (np.concatenate(blocks) if blocks
+                      else np.zeros((0, f.channels), dtype=np.float32))
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioError(f"cannot decode audio: {exc}") from exc
     container, subtype, rate, channels = info
     if rate <= 0 or channels <= 0:

@@ -26,7 +26,7 @@ def _number(text: str) -> str:
         whole, frac = text.split(".", 1)
         return f"{num2words(int(whole))} point " + " ".join(_DIGITS[int(d)] for d in frac)
     value = int(text)
-    if len(text) > 1 and text.startswith("0") or len(text) >= 5:
+    if (len(text) > 1 and text.startswith("0")) or len(text) >= 5:
         return " ".join(_DIGITS[int(d)] for d in text)  # codes, phone numbers: digit by digit
     return num2words(value)
 
@@ -41,7 +41,7 @@ def _time(match: re.Match[str]) -> str:
 
 
 def normalise(text: str) -> str:
-    text = text.lower().replace("’", "'")
+    text = text.lower().replace("\u2019", "'")
     text = _TIME.sub(_time, text)
     text = _PHONE.sub(lambda m: " ".join(_DIGITS[int(d)] for d in re.sub(r"\D", "", m[0])),
                       text)
@@ -50,7 +50,7 @@ def normalise(text: str) -> str:
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text)
     text = _NUMBER.sub(lambda m: f" {_number(m[0])} ", text)
     text = text.replace("%", " percent ").replace("&", " and ")
-    text = re.sub(r"[-‐–—/]", " ", text)
+    text = re.sub("[-\u2010\u2013\u2014/]", " ", text)
     text = re.sub(r"\boh\b", "zero", text)
     text = re.sub(r"\bo'clock\b", "", text)
     text = re.sub(r"[^a-z0-9' ]+", " ", text)

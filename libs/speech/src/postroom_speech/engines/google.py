@@ -78,7 +78,6 @@ class GoogleEngine:
 
             if self.insecure and self.endpoint:
                 import grpc
-
                 from google.cloud.speech_v1.services.speech.transports import (
                     SpeechGrpcAsyncIOTransport,
                 )
@@ -103,7 +102,7 @@ class GoogleEngine:
         self._client = None
 
     async def transcribe(self, audio: Audio, *, language: str, words: bool = False,
-                         timeout: float | None = None) -> Transcript:
+                         timeout: float | None = None) -> Transcript:  # noqa: ASYNC109
         from google.api_core import exceptions as gexc
         from google.cloud import speech_v1
 

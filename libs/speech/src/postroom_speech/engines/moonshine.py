@@ -130,7 +130,7 @@ class MoonshineModel:
         layers, heads, head_dim = s.dims["layers"], s.dims["heads"], s.dims["head_dim"]
         past = {f"past_key_values.{i}.{a}.{b}": np.zeros((1, heads, 0, head_dim), np.float32)
                 for i in range(layers) for a in ("decoder", "encoder") for b in ("key", "value")}
-        max_len = min(448, int(math.ceil(audio.shape[1] / SAMPLE_RATE * TOKENS_PER_SECOND)) + 8)
+        max_len = min(448, math.ceil(audio.shape[1] / SAMPLE_RATE * TOKENS_PER_SECOND) + 8)
         tokens: list[int] = []
         logprob = 0.0
         ids = np.array([[START_TOKEN]], dtype=np.int64)
@@ -202,7 +202,7 @@ class MoonshineEngine:
         return Transcript(text=text, confidence=confidence, engine=self.name, model=self.model)
 
     async def transcribe(self, audio: Audio, *, language: str, words: bool = False,
-                         timeout: float | None = None) -> Transcript:
+                         timeout: float | None = None) -> Transcript:  # noqa: ASYNC109
         if not self.supports(language):
             raise UnsupportedLanguage(f"no offline model for {language} (English only)")
         async with self._slots:
