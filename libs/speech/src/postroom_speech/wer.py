@@ -14,9 +14,10 @@ import jiwer
 from num2words import num2words
 
 _DIGITS = "zero one two three four five six seven eight nine".split()
+_HOURS = [*_DIGITS[1:], "ten", "eleven", "twelve", "fifteen", "thirty", "forty five"]
 _ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b")
-_TIME = re.compile(r"\b(\d{1,2}):(\d{2})\b")
-_AMPM = re.compile(r"\b([ap])\.?\s?m\b\.?")
+# "3:30", and "3.30" as speech models write it (a price "3.50" reads the same way)
+_TIME = re.compile(r"\b(\d{1,2})[:.](\d{2})\b")
 _PHONE = re.compile(r"\b\d{3,}(?:[-.\s]\d{2,})+\b")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
@@ -46,12 +47,14 @@ def normalise(text: str) -> str:
     text = _PHONE.sub(lambda m: " ".join(_DIGITS[int(d)] for d in re.sub(r"\D", "", m[0])),
                       text)
     text = _ORDINAL.sub(lambda m: num2words(int(m.group(1)), to="ordinal"), text)
-    text = _AMPM.sub(lambda m: f" {m.group(1)} m ", text)
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text)
     text = _NUMBER.sub(lambda m: f" {_number(m[0])} ", text)
     text = text.replace("%", " percent ").replace("&", " and ")
     text = re.sub("[-\u2010\u2013\u2014/]", " ", text)
     text = re.sub(r"\boh\b", "zero", text)
+    # "pm", "p.m." and "p m" alike; "am" only after a number ("I am" stays)
+    text = re.sub(r"\bp\.?\s?m\b\.?", "p m", text)
+    text = re.sub(r"\b(" + "|".join(_HOURS) + r")\s+a\.?\s?m\b\.?", r"\1 a m", text)
     text = re.sub(r"\bo'clock\b", "", text)
     text = re.sub(r"[^a-z0-9' ]+", " ", text)
     text = re.sub(r"'s\b", "s", text)
