@@ -38,7 +38,7 @@ def frame_energy_db(samples: np.ndarray, frame: int) -> np.ndarray:
 
 def voiced_frames(energy: np.ndarray, *, floor_percentile: float = 10.0,
                   peak_percentile: float = 95.0, ratio: float = 0.35,
-                  min_range_db: float = 12.0, absolute_floor_db: float = -55.0) -> np.ndarray:
+                  min_range_db: float = 12.0, absolute_floor_db: float = -45.0) -> np.ndarray:
     """Boolean mask of frames above the adaptive threshold."""
     if energy.size == 0:
         return np.zeros(0, dtype=bool)
