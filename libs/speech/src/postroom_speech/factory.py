@@ -14,7 +14,7 @@ ENGINES = ("offline", "google")
 def build_chain(engine: str = "offline", *, timeout: float = 120.0,
                 breaker_threshold: int = 5, breaker_ttl: float = 30.0,
                 google_model: str = "telephony", google_endpoint: str | None = None,
-                google_insecure: bool = False, offline_segment_seconds: float = 6.0,
+                google_insecure: bool = False, offline_segment_seconds: float = 8.0,
                 offline_concurrency: int = 1,
                 offline: MoonshineEngine | None = None) -> SpeechChain:
     """``offline``: the Moonshine engine alone. ``google``: Google first, behind a breaker,

@@ -66,7 +66,7 @@ def _runs(mask: np.ndarray, value: bool) -> list[tuple[int, int]]:
 
 
 def split_on_silence(samples: np.ndarray, rate: int, *, max_seconds: float = 6.0,
-                     min_silence_seconds: float = 0.25, padding_seconds: float = 0.15,
+                     min_silence_seconds: float = 0.25, padding_seconds: float = 0.3,
                      min_speech_seconds: float = 0.2) -> list[Segment]:
     """Segments of speech, each at most ``max_seconds`` long (plus padding), in order.
 

@@ -34,7 +34,7 @@ class TranscriberSettings(RuntimeSettings):
         default=1, ge=1, description="Offline transcriptions at once in this process "
         "(each one ONNX Runtime thread)")
     offline_segment_seconds: float = Field(
-        default=6.0, gt=1, description="Longest piece the offline engine is given")
+        default=8.0, gt=1, description="Longest piece the offline engine is given")
 
     google_speech_model: str = Field(default="telephony")
     google_speech_endpoint: str | None = Field(

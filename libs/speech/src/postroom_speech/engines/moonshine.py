@@ -154,7 +154,7 @@ class MoonshineModel:
         return detokenize(s.vocab, tokens), confidence
 
     def transcribe(self, audio: Audio, *, segment: bool = True,
-                   max_segment_seconds: float = 6.0) -> tuple[str, float | None]:
+                   max_segment_seconds: float = 8.0) -> tuple[str, float | None]:
         """Text of a whole recording (segmented on silence unless ``segment`` is False)."""
         audio = resample(audio, SAMPLE_RATE)
         clips = (segment_audio(audio.samples, SAMPLE_RATE, max_seconds=max_segment_seconds)
@@ -178,7 +178,7 @@ class MoonshineEngine:
     name = "moonshine"
 
     def __init__(self, model: MoonshineModel | None = None, *, segment: bool = True,
-                 max_segment_seconds: float = 6.0, concurrency: int = 1) -> None:
+                 max_segment_seconds: float = 8.0, concurrency: int = 1) -> None:
         self.model_impl = model or MoonshineModel(
             threads=int(os.environ.get("OFFLINE_THREADS", "1")))
         self.model = self.model_impl.model_name
