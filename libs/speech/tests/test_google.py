@@ -5,6 +5,7 @@ minutes-long default retry."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -157,10 +158,11 @@ async def test_the_breaker_lets_a_trial_through_after_its_ttl_and_closes_on_succ
         assert await chain.breaker_state() == "opened"
         fake.mode = "ok"
         # wait for the TTL by watching the breaker, not the clock
-        for _ in range(200):
+        for _ in range(400):
             out = await chain.transcribe(speech_like(1.0), language="en-US")
             if not out.fallback:
                 break
+            await asyncio.sleep(0.05)  # polling: the TTL is the breaker's, 0.2 s
         assert not out.fallback and out.transcript is not None
         assert out.transcript.engine == "google"
         assert await chain.breaker_state() == "closed"

@@ -72,7 +72,7 @@ def parse_duration(text: str) -> float | None:
         return float(hours * 3600 + minutes * 60 + seconds)
     total, found = 0.0, False
     for value, unit in re.findall(r"(\d+(?:\.\d+)?)\s*(h|hours?|m|mins?|minutes?|s|secs?|"
-                                  r"seconds?)\b", text):
+                                  r"seconds?)(?![a-z])", text):
         found = True
         factor = 3600 if unit.startswith("h") else 60 if unit.startswith("m") else 1
         total += float(value) * factor
