@@ -24,7 +24,9 @@ import statistics
 import time
 from pathlib import Path
 
-from postroom_speech.audio import decode
+import numpy as np
+
+from postroom_speech.audio import Audio, decode
 from postroom_speech.engines.google import GoogleEngine
 from postroom_speech.engines.moonshine import MoonshineEngine, MoonshineModel
 from postroom_speech.wer import normalise, word_error_rate
@@ -51,6 +53,15 @@ async def main() -> int:
     args = parser.parse_args()
     refs = json.loads((FIXTURES / "references.json").read_text())["sentences"]
     items = [dict(r, audio=decode((FIXTURES / r["file"]).read_bytes())) for r in refs]
+    # long messages: six sentences in a row, a second of line noise between them (~40 s)
+    rng = np.random.default_rng(1)
+    long_items, long_refs = [], []
+    for start in range(0, len(items), 6):
+        group = items[start:start + 6]
+        gap = rng.normal(0, 0.003, 8000).astype(np.float32)
+        pieces = [p for i in group for p in (i["audio"].samples, gap)]
+        long_items.append({"audio": Audio(np.concatenate(pieces), 8000)})
+        long_refs.append(" ".join(i["text"] for i in group))
     model = MoonshineModel(threads=1)
     model.load()
     engines = {
@@ -64,13 +75,17 @@ async def main() -> int:
     seconds = sum(i["audio"].duration for i in items)
     print(f"{len(items)} recordings, {seconds:.0f} s of audio, {words} reference words; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"+ {len(long_items)} long messages; "
           f"affinity {sorted(os.sched_getaffinity(0))}, load {os.getloadavg()[0]:.2f}")
     for name, engine in engines.items():
         rtfs = []
         for _ in range(args.runs):
             hyps, processing, duration = await run_engine(engine, items, "en-US")
-            rtfs.append(processing / duration)
+            long_hyps, long_processing, long_duration = await run_engine(
+                engine, long_items, "en-US")
+            rtfs.append((processing + long_processing) / (duration + long_duration))
         wer = word_error_rate([r["text"] for r in refs], hyps)
+        long_wer = word_error_rate(long_refs, long_hyps)
         by_voice: dict[str, tuple[list[str], list[str]]] = {}
         for r, h in zip(refs, hyps, strict=True):
             by_voice.setdefault(r["voice"], ([], []))
@@ -78,7 +93,8 @@ async def main() -> int:
             by_voice[r["voice"]][1].append(h)
         voices = ", ".join(f"{v} {100 * word_error_rate(*p):.0f}%"
                            for v, p in sorted(by_voice.items()))
-        print(f"\n{name}\n  WER {100 * wer:.1f} %   RTF mean {statistics.mean(rtfs):.3f} "
+        print(f"\n{name}\n  WER {100 * wer:.1f} % (sentences), {100 * long_wer:.1f} % "
+              f"({len(long_items)} messages of ~40 s)   RTF mean {statistics.mean(rtfs):.3f} "
               f"(min {min(rtfs):.3f}, max {max(rtfs):.3f}, {args.runs} runs)\n"
               f"  by voice: {voices}")
         if args.show:

@@ -4,6 +4,7 @@ silence segmentation."""
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pytest
@@ -105,7 +106,7 @@ def test_long_speech_without_pauses_is_cut_to_fit() -> None:
     assert len(segments) >= 4
     assert all(s.end - s.start <= 6.0 * RATE for s in segments)
     assert segments[0].start == 0 and segments[-1].end >= 20.0 * RATE - 200
-    assert all(a.end <= b.start for a, b in zip(segments, segments[1:], strict=False))
+    assert all(a.end <= b.start for a, b in itertools.pairwise(segments))
 
 
 def test_all_silence_gives_no_segment() -> None:

@@ -34,8 +34,8 @@ class Local:
     def describe(self) -> dict[str, object]:
         return {"engine": self.name}
 
-    async def transcribe(self, audio: Audio, *, language: str, words: bool = False,  # noqa: ASYNC109
-                         timeout: float | None = None) -> Transcript:
+    async def transcribe(self, audio: Audio, *, language: str, words: bool = False,
+                         timeout: float | None = None) -> Transcript:  # noqa: ASYNC109
         self.calls += 1
         return Transcript(text="offline text", confidence=0.5, engine=self.name,
                           model=self.model)
