@@ -49,12 +49,44 @@ async def run_engine(engine, items, language: str
     return hyps, processing, cpu, duration
 
 
+async def loop_lag() -> int:
+    """The service runs inference in a thread (ONNX Runtime releases the GIL): how long does
+    the event loop (heartbeats, NATS, HTTP) wait meanwhile, on the same core?"""
+    engine = MoonshineEngine()
+    engine.model_impl.load()
+    audio = decode((FIXTURES / "test_long_gsm.wav").read_bytes())
+    lags: list[float] = []
+    done = False
+
+    async def tick() -> None:
+        while not done:
+            started = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - started - 0.01)
+
+    ticker = asyncio.create_task(tick())
+    for _ in range(3):
+        await engine.transcribe(audio, language="en-US", timeout=300)
+    done = True
+    await ticker
+    lags.sort()
+    print(f"{len(lags)} ticks; loop lag p50 {1000 * lags[len(lags) // 2]:.1f} ms, "
+          f"p99 {1000 * lags[int(len(lags) * 0.99)]:.1f} ms, max {1000 * lags[-1]:.1f} ms; "
+          f"affinity {sorted(os.sched_getaffinity(0))}, load {os.getloadavg()[0]:.2f}")
+    return 0
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--show", action="store_true", help="print every hypothesis")
     parser.add_argument("--only", help="run only the engines whose name contains this")
+    parser.add_argument("--loop-lag", action="store_true",
+                        help="only measure how late a 10 ms timer fires on the event loop "
+                        "while the offline engine transcribes in its thread")
     args = parser.parse_args()
+    if args.loop_lag:
+        return await loop_lag()
     refs = json.loads((FIXTURES / "references.json").read_text())["sentences"]
     items = [dict(r, audio=decode((FIXTURES / r["file"]).read_bytes())) for r in refs]
     # long messages: six sentences in a row, a second of line noise between them (~40 s)
