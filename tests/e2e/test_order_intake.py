@@ -195,8 +195,12 @@ def test_one_trace_from_smtp_data_through_the_extractor(start_stack, otlp: OtlpR
 
     extractor_spans = wait_until(traced, timeout=30, interval=0.2)
     trace_id = extractor_spans[0]["trace_id"]
+    # every consumer of the mail's events joins the trace: the transcriber receives its
+    # mail.parsed too (and leaves it alone: no route)
+    wait_until(lambda: any(s["service"] == "transcriber" and s["trace_id"] == trace_id
+                           for s in otlp.snapshot()), timeout=30, interval=0.2)
     services = {s["service"] for s in otlp.snapshot() if s["trace_id"] == trace_id}
-    assert services == {"smtp-ingress", "attachment-extractor"}
+    assert services == {"smtp-ingress", "attachment-extractor", "transcriber"}
     assert any("mail.received" in s["name"] for s in extractor_spans)
     # the verification after the 250 is part of the same trace, and its verdict is published
     wait_until(lambda: any(s["name"] == "mail authentication" and s["trace_id"] == trace_id

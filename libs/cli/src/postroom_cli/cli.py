@@ -27,6 +27,7 @@ from .stack import (
     read_env_file,
 )
 from .tail import tail
+from .transcribe import transcribe
 
 app = typer.Typer(
     name="postroom",
@@ -166,5 +167,6 @@ def run(
 app.command()(send)
 app.command()(tail)
 app.command()(documents)
+app.command()(transcribe)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(tenants.app, name="tenants")

@@ -458,7 +458,6 @@ class VoicemailTranscribed(Event):
 
     event_type: ClassVar[str] = "voicemail.transcribed"
     schema_version: ClassVar[int] = 1
-    draft: ClassVar[bool] = True
 
     message_id: str = Field(description="Message-ID of the PBX's mail")
     document_id: str = Field(description="The audio attachment (as in document.stored)")
@@ -535,7 +534,6 @@ class DeliveryRequested(Event):
 
     event_type: ClassVar[str] = "delivery.requested"
     schema_version: ClassVar[int] = 1
-    draft: ClassVar[bool] = True
 
     delivery_id: str = Field(
         min_length=8, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",

@@ -1,0 +1,1 @@
+"""Voicemail audio for Postroom: decode, resample, segment, transcribe, score."""
