@@ -586,7 +586,6 @@ class DeliverySent(Event):
 
     event_type: ClassVar[str] = "delivery.sent"
     schema_version: ClassVar[int] = 1
-    draft: ClassVar[bool] = True
 
     delivery_id: str
     kind: str = Field(description="The delivery.requested kind")
@@ -608,7 +607,6 @@ class DeliveryFailed(Event):
 
     event_type: ClassVar[str] = "delivery.failed"
     schema_version: ClassVar[int] = 1
-    draft: ClassVar[bool] = True
 
     delivery_id: str
     kind: str = Field(description="The delivery.requested kind")
