@@ -3,6 +3,7 @@ that records what it accepts and answers DATA as the test scripts it (451, 550, 
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import threading
 from collections import Counter
@@ -40,6 +41,7 @@ class Handler:
     received: list[Received] = field(default_factory=list)
     attempts: int = 0  # DATA commands seen
     auth: list[str] = field(default_factory=list)
+    delay: float = 0.0  # a slow relay: seconds before answering DATA
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
@@ -50,6 +52,8 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self.lock:
             self.attempts += 1
             reply = self.replies.pop(0) if self.replies else self.default
