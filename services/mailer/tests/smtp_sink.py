@@ -98,11 +98,9 @@ class Sink:
         if self.credentials is not None:
             kwargs["authenticator"] = self._authenticate
             kwargs["auth_required"] = True
-            kwargs["auth_require_tls"] = self.starttls is not None or self.implicit_tls is not None
+            # aiosmtpd counts only STARTTLS as TLS here (not a connection that began with it)
+            kwargs["auth_require_tls"] = self.starttls is not None
         self.controller = Controller(self.handler, **kwargs)
-        if self.implicit_tls is not None:
-            # the controller's readiness probe does not speak TLS: skip it
-            self.controller._trigger_server = lambda: None  # type: ignore[method-assign]
         self.controller.start()
         return self
 
