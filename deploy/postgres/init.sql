@@ -2,3 +2,4 @@
 -- One database per service: a service owns its tables and nobody else's.
 CREATE DATABASE smtp_ingress OWNER postroom;
 CREATE DATABASE attachment_extractor OWNER postroom;
+CREATE DATABASE mailer OWNER postroom;

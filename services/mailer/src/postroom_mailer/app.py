@@ -200,6 +200,28 @@ def add_routes(app: FastAPI, runtime: ServiceRuntime, sender: Sender) -> None:
         return {"relay": sender.relay.address, "reachable": True}
 
 
+def dkim_signer(settings: MailerSettings) -> smtp.DkimSigner | None:
+    """The signer the settings ask for: none, or domain, selector and a key together."""
+    key = settings.mailer_dkim_private_key
+    parts = (settings.mailer_dkim_domain, settings.mailer_dkim_selector,
+             key or settings.mailer_dkim_key_file)
+    if not any(parts):
+        return None
+    if not all(parts):
+        raise ConfigError("invalid configuration:\n  MAILER_DKIM_DOMAIN, MAILER_DKIM_SELECTOR "
+                          "and MAILER_DKIM_KEY_FILE (or MAILER_DKIM_PRIVATE_KEY) go together")
+    assert settings.mailer_dkim_domain and settings.mailer_dkim_selector
+    if key is None:
+        assert settings.mailer_dkim_key_file is not None
+        try:
+            pem = settings.mailer_dkim_key_file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"invalid configuration:\n  MAILER_DKIM_KEY_FILE: {exc}") from None
+    else:
+        pem = key.encode()
+    return smtp.DkimSigner(settings.mailer_dkim_domain, settings.mailer_dkim_selector, pem)
+
+
 def build_runtime(
     settings: MailerSettings | None = None,
     *,
@@ -216,17 +238,7 @@ def build_runtime(
             verify=settings.mailer_relay_tls_verify, ca_file=settings.mailer_relay_ca_file)
     except ValueError as exc:
         raise ConfigError(f"invalid configuration:\n  MAILER_RELAY_URL: {exc}") from None
-    signer = None
-    dkim_parts = (settings.mailer_dkim_domain, settings.mailer_dkim_selector,
-                  settings.mailer_dkim_key_file)
-    if any(dkim_parts):
-        if not all(dkim_parts):
-            raise ConfigError("invalid configuration:\n  MAILER_DKIM_DOMAIN, "
-                              "MAILER_DKIM_SELECTOR and MAILER_DKIM_KEY_FILE go together")
-        try:
-            signer = smtp.DkimSigner.from_file(*dkim_parts)  # type: ignore[arg-type]
-        except OSError as exc:
-            raise ConfigError(f"invalid configuration:\n  MAILER_DKIM_KEY_FILE: {exc}") from None
+    signer = dkim_signer(settings)
     runtime = ServiceRuntime(settings, migrations=MIGRATIONS, registry=registry,
                              configure_logging=configure_logging)
     sender = Sender(runtime, settings, relay, signer, Metrics(registry), CONSUMER)

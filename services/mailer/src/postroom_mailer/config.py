@@ -59,6 +59,10 @@ class MailerSettings(RuntimeSettings):
     mailer_dkim_key_file: Path | None = Field(
         default=None, description="PEM private key; signing is on when domain, selector and "
         "key are all set")
+    mailer_dkim_private_key: str | None = Field(
+        default=None, repr=False,
+        description="The PEM private key itself (e.g. from a Kubernetes Secret), instead of "
+        "MAILER_DKIM_KEY_FILE")
     mailer_retry_schedule: str = Field(
         default="5s,30s,2m,10m,30m,2h",
         description="Delays before each retry of a temporary failure; then delivery.failed")
@@ -75,6 +79,14 @@ class MailerSettings(RuntimeSettings):
     mailer_template_dir: Path | None = Field(
         default=None, description="Overrides: <dir>/<tenant>/voicemail.html.j2, then "
         "<dir>/voicemail.html.j2, then the templates shipped in the package")
+
+    @field_validator("mailer_relay_username", "mailer_relay_password", "mailer_relay_ca_file",
+                     "mailer_envelope_from", "mailer_dkim_domain", "mailer_dkim_selector",
+                     "mailer_dkim_key_file", "mailer_dkim_private_key", "mailer_template_dir",
+                     mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("mailer_retry_schedule")
     @classmethod
