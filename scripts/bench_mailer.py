@@ -70,8 +70,8 @@ def baseline_message(i: int) -> bytes:
     return msg.as_bytes()
 
 
-async def wait_count(sink: Counting, target: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_count(sink: Counting, target: int, limit: float) -> None:
+    deadline = time.monotonic() + limit
     while sink.count < target:
         if time.monotonic() > deadline:
             raise TimeoutError(f"sink has {sink.count} of {target}")

@@ -13,8 +13,8 @@ import asyncpg
 import mailer_samples as samples
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 from smtp_sink import Sink
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from postroom_testing.procs import until
 

@@ -74,7 +74,12 @@ class MailerSettings(RuntimeSettings):
         default=300.0, gt=0,
         description="PostgreSQL: a row 'sending' for longer than this is taken as its "
         "sender's crash (keep it well above the relay timeout)")
-    mailer_send_concurrency: int = Field(default=4, ge=1, le=100)
+    mailer_send_concurrency: int = Field(
+        default=4, ge=1, le=100, description="SMTP conversations one process holds at once")
+    mailer_send_batch: int = Field(
+        default=32, ge=1, le=1000,
+        description="Rows one claim takes (committed 'sending' together; results are "
+        "recorded in groups as conversations finish)")
     mailer_sender_poll_seconds: float = Field(default=1.0, gt=0)
     mailer_template_dir: Path | None = Field(
         default=None, description="Overrides: <dir>/<tenant>/voicemail.html.j2, then "

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -66,6 +67,13 @@ class Metrics:
         self.relay_up = Gauge("postroom_mailer_relay_up",
                               "1 when the last conversation with the relay got an answer",
                               registry=registry)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    outcome: smtp.Outcome
+    relay: str
+    signed: bool
 
 
 class Sender:
@@ -185,79 +193,119 @@ class Sender:
         return rows
 
     async def send_due(self) -> int:
-        rows = await self.claim(self.settings.mailer_send_concurrency)
-        if rows:
-            await asyncio.gather(*(self.send_one(row) for row in rows))
+        """Claim a batch, send it (``MAILER_SEND_CONCURRENCY`` conversations at once) and
+        record the results in groups as they come in: one transaction for the results that
+        are ready (on SQLite every commit is an fsync; one per mail would be the ceiling)."""
+        rows = await self.claim(self.settings.mailer_send_batch)
+        if not rows:
+            return 0
+        slots = asyncio.Semaphore(self.settings.mailer_send_concurrency)
+        done: asyncio.Queue[tuple[Any, Attempt]] = asyncio.Queue()
+
+        async def one(row: Any) -> None:
+            async with slots:
+                try:
+                    attempt = await self.deliver(row)
+                except Exception as exc:  # e.g. the capture directory is not writable
+                    log.exception("send failed", extra={"delivery_id": row.delivery_id})
+                    attempt = Attempt(smtp.Outcome("temporary", f"{type(exc).__name__}: {exc}"),
+                                      "capture" if self.relay is None else self.relay.address,
+                                      False)
+            await done.put((row, attempt))
+
+        tasks = [asyncio.create_task(one(row)) for row in rows]
+        try:
+            remaining = len(rows)
+            while remaining:
+                group = [await done.get()]
+                while not done.empty():
+                    group.append(done.get_nowait())
+                await self.record(group)
+                remaining -= len(group)
+        finally:
+            for task in tasks:
+                task.cancel()
         return len(rows)
 
     # --- one delivery ------------------------------------------------------------------------
 
-    async def send_one(self, row: Any) -> None:
-        attempt = row.attempts + 1
+    async def deliver(self, row: Any) -> Attempt:
+        """Hand one message over: capture, or one SMTP conversation (DKIM-signed first)."""
         message = bytes(row.message)
         recipients = list(row.recipients)
-        signed = False
         started = time.perf_counter()
         if self.relay is None:
             await asyncio.to_thread(smtp.capture, self.settings.mailer_capture_dir,
                                     row.delivery_id, row.envelope_from, recipients, message)
-            outcome = smtp.Outcome("sent", "250 captured", 250, accepted=recipients)
-            relay_name = "capture"
-            metric = "captured"
-        else:
-            if self.signer is not None:
-                message = self.signer.sign(message)
-                signed = True
-            outcome = await smtp.send(self.relay, row.envelope_from, recipients, message)
-            relay_name = self.relay.address
-            metric = {"sent": "sent", "temporary": "temp_failed",
-                      "permanent": "failed"}[outcome.result]
-            answered = outcome.code is not None
-            self.metrics.relay_up.set(1 if answered else 0)
-            self.last_relay_error = None if answered else outcome.response
+            self.metrics.latency.observe(time.perf_counter() - started)
+            self.metrics.sends.labels("captured").inc()
+            return Attempt(smtp.Outcome("sent", "250 captured", 250, accepted=recipients),
+                           "capture", False)
+        signed = False
+        if self.signer is not None:
+            message = self.signer.sign(message)
+            signed = True
+        outcome = await smtp.send(self.relay, row.envelope_from, recipients, message)
         self.metrics.latency.observe(time.perf_counter() - started)
-        self.metrics.sends.labels(metric).inc()
-        now = utcnow()
+        self.metrics.sends.labels({"sent": "sent", "temporary": "temp_failed",
+                                   "permanent": "failed"}[outcome.result]).inc()
+        answered = outcome.code is not None
+        self.metrics.relay_up.set(1 if answered else 0)
+        self.last_relay_error = None if answered else outcome.response
+        return Attempt(outcome, self.relay.address, signed)
+
+    async def record(self, group: list[tuple[Any, Attempt]]) -> None:
+        """The results of several conversations, with their events, in one transaction."""
+        failed = False
         async with self.runtime.store.transaction() as session:
-            current = (await session.execute(select(deliveries).where(
-                deliveries.c.delivery_id == row.delivery_id))).one()
-            if current.status != Status.SENDING or current.claimed_by != self.instance:
-                log.warning("delivery taken over while sending; result not recorded",
-                            extra={"delivery_id": row.delivery_id})
-                return
-            event = decode(DeliveryRequested, bytes(row.event))
-            if outcome.result == "sent":
-                await session.execute(update(deliveries).where(
-                    deliveries.c.delivery_id == row.delivery_id).values(
-                    status=Status.SENT, relay=relay_name, smtp_code=outcome.code,
-                    smtp_response=outcome.response[:4000], refused=outcome.refused,
-                    dkim_signed=signed, error=None, sent_at=now, updated_at=now))
-                await Outbox(session, store.outbox).emit(DeliverySent.caused_by(
-                    event, delivery_id=row.delivery_id, kind=row.kind,
-                    message_id=row.message_id, to=outcome.accepted, refused=outcome.refused,
-                    relay=relay_name, smtp_response=outcome.response[:2000],
-                    attempts=attempt, dkim_signed=signed))
-                log.info("mail sent", extra={"delivery_id": row.delivery_id,
-                                             "attempt": attempt, "relay": relay_name})
-            elif outcome.result == "temporary" and attempt <= len(self.schedule):
-                delay = self.schedule[attempt - 1]
-                await session.execute(update(deliveries).where(
-                    deliveries.c.delivery_id == row.delivery_id).values(
-                    status=Status.PENDING, next_attempt_at=now + timedelta(seconds=delay),
-                    smtp_code=outcome.code, error=outcome.response[:4000], claimed_by=None,
-                    updated_at=now))
-                log.warning("temporary failure; will retry",
-                            extra={"delivery_id": row.delivery_id, "attempt": attempt,
-                                   "retry_in_s": delay, "error": outcome.response[:300]})
-            else:
-                permanent = outcome.result == "permanent"
-                error = outcome.response if permanent else (
-                    f"gave up after {attempt} attempts: {outcome.response}")
-                await self._fail(session, current, attempt, permanent=permanent,
-                                 code=outcome.code, error=error)
+            for row, result in group:
+                failed |= await self._record_one(session, row, result)
         self._outbox_relay.kick()
-        if outcome.result != "sent":
-            self.kick()  # publish the dead letter (if any) at once
+        if failed:
+            self.kick()  # publish the dead letters at once
+
+    async def _record_one(self, session: Any, row: Any, result: Attempt) -> bool:
+        attempt = row.attempts + 1
+        outcome = result.outcome
+        now = utcnow()
+        current = (await session.execute(select(deliveries).where(
+            deliveries.c.delivery_id == row.delivery_id))).one()
+        if current.status != Status.SENDING or current.claimed_by != self.instance:
+            log.warning("delivery taken over while sending; result not recorded",
+                        extra={"delivery_id": row.delivery_id})
+            return False
+        if outcome.result == "sent":
+            event = decode(DeliveryRequested, bytes(row.event))
+            await session.execute(update(deliveries).where(
+                deliveries.c.delivery_id == row.delivery_id).values(
+                status=Status.SENT, relay=result.relay, smtp_code=outcome.code,
+                smtp_response=outcome.response[:4000], refused=outcome.refused,
+                dkim_signed=result.signed, error=None, sent_at=now, updated_at=now))
+            await Outbox(session, store.outbox).emit(DeliverySent.caused_by(
+                event, delivery_id=row.delivery_id, kind=row.kind,
+                message_id=row.message_id, to=outcome.accepted, refused=outcome.refused,
+                relay=result.relay, smtp_response=outcome.response[:2000],
+                attempts=attempt, dkim_signed=result.signed))
+            log.info("mail sent", extra={"delivery_id": row.delivery_id,
+                                         "attempt": attempt, "relay": result.relay})
+            return False
+        if outcome.result == "temporary" and attempt <= len(self.schedule):
+            delay = self.schedule[attempt - 1]
+            await session.execute(update(deliveries).where(
+                deliveries.c.delivery_id == row.delivery_id).values(
+                status=Status.PENDING, next_attempt_at=now + timedelta(seconds=delay),
+                smtp_code=outcome.code, error=outcome.response[:4000], claimed_by=None,
+                updated_at=now))
+            log.warning("temporary failure; will retry",
+                        extra={"delivery_id": row.delivery_id, "attempt": attempt,
+                               "retry_in_s": delay, "error": outcome.response[:300]})
+            return False
+        permanent = outcome.result == "permanent"
+        error = outcome.response if permanent else (
+            f"gave up after {attempt} attempts: {outcome.response}")
+        await self._fail(session, current, attempt, permanent=permanent, code=outcome.code,
+                         error=error)
+        return True
 
     async def _fail(self, session: Any, row: Any, attempts: int, *, permanent: bool,
                     code: int | None, error: str, uncertain: int | None = None) -> None:
