@@ -158,3 +158,30 @@ async def test_temporary_failures_until_the_schedule_runs_out(start_mailer, sink
     assert letters[0].letter.deliveries == 3
     assert "gave up after 3 attempts" in letters[0].letter.error
 
+
+
+async def test_some_recipients_refused_is_sent_with_the_refusals(start_mailer, sink: Sink):
+    sink.handler.refuse_rcpt = {"gone@acme.example": "550 5.1.1 No such user"}
+    mailer = await start_mailer(sink.url)
+    event = samples.request("fw-000006", kind="forward",
+                            original=await mailer.put(samples.plain_mail()),
+                            to=["alice@acme.example", "gone@acme.example"])
+    await mailer.request(event)
+    sent = await mailer.wait_event("delivery.sent", event.delivery_id)
+    assert sent["to"] == ["alice@acme.example"]
+    assert sent["refused"] == {"gone@acme.example": "550 5.1.1 No such user"}
+    assert sink.received[0].rcpt_tos == ["alice@acme.example"]
+
+
+async def test_an_original_that_cannot_be_read_fails_for_good(start_mailer, sink: Sink):
+    mailer = await start_mailer(sink.url, CONSUMER_MAX_DELIVER="2")
+    missing = samples.request("fw-000007", kind="forward",
+                              original=await mailer.put(b"x"))  # a real ref...
+    gone = missing.original.model_copy(update={"key": "sha256/" + "0" * 64, "sha256": "0" * 64})
+    event = missing.model_copy(update={"original": gone})  # ...to nothing
+    await mailer.request(event)
+    failed = await mailer.wait_event("delivery.failed", event.delivery_id)
+    assert failed["permanent"] is True and failed["attempts"] == 0
+    letters = await until_async(mailer.dead_letters)
+    assert letters[0].letter.deliveries == 2
+    assert sink.handler.attempts == 0
