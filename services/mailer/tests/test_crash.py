@@ -13,6 +13,7 @@ import asyncpg
 import mailer_samples as samples
 import pytest
 import sqlalchemy as sa
+from mailer_harness import until_async
 from smtp_sink import Sink
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -96,3 +97,37 @@ async def test_postgres_replicas_claim_apart_and_take_over_a_killed_ones_rows(
     assert statuses == {"sent": count}
     assert claimants == 2  # both replicas sent (their claims never overlapped: see duplicates)
     assert duplicates <= uncertain
+
+
+async def test_sigkill_with_resend_uncertain_off_fails_the_in_flight_rows(start_mailer,
+                                                                          sink: Sink):
+    count = 200
+    sink.handler.delay = 0.01
+    mailer = await start_mailer(sink.url, CONSUMER_ACK_WAIT_SECONDS="2",
+                                MAILER_RESEND_UNCERTAIN="false")
+    await asyncio.gather(*(mailer.request(notification(i)) for i in range(count)))
+    await until(lambda: len(sink.received) >= 60, within=120)
+    mailer.proc.kill()
+    await mailer.proc.arestart(timeout=60)
+
+    def settled() -> bool:
+        ids = {e["delivery_id"] for e in mailer.of("delivery.sent")}
+        ids |= {e["delivery_id"] for e in mailer.of("delivery.failed")}
+        return len(ids) == count
+
+    await until(settled, within=180)
+    failed = mailer.of("delivery.failed")
+    uncertain, statuses = await uncertain_rows(mailer.database_url)
+    print(f"\nresend off: {uncertain} uncertain rows failed for a person to check")
+    assert uncertain >= 1, "the kill left nothing in flight; the test proves nothing"
+    assert statuses == {"sent": count - uncertain, "failed": uncertain}
+    assert len(failed) == uncertain
+    assert all(f["permanent"] is False and f["error"].startswith("uncertain") for f in failed)
+    assert sum(c - 1 for c in sink.message_ids().values()) == 0  # nothing sent twice
+    letters = await until_async(lambda: _letters(mailer, uncertain))
+    assert len(letters) == uncertain
+
+
+async def _letters(mailer, count: int):
+    letters = await mailer.dead_letters()
+    return letters if len(letters) >= count else None

@@ -148,6 +148,15 @@ class Sender:
             ).with_for_update(skip_locked=True)
         found = 0
         async with self.runtime.store.transaction() as session:
+            stale = select(deliveries.c.delivery_id).where(
+                deliveries.c.status == Status.CLAIMED)
+            if not self.runtime.store.is_sqlite:
+                stale = stale.where(deliveries.c.claimed_at < now - timedelta(
+                    seconds=self.settings.mailer_send_lease_seconds))
+            # claimed but never handed to the relay: certainly not sent, simply due again
+            await session.execute(update(deliveries).where(
+                deliveries.c.delivery_id.in_(stale.scalar_subquery())).values(
+                status=Status.PENDING, claimed_by=None, updated_at=now))
             rows = (await session.execute(query)).all()
             for row in rows:
                 found += 1
@@ -185,47 +194,42 @@ class Sender:
             if not rows:
                 return []
             ids = [r.delivery_id for r in rows]
-            # committed before the conversation: a crash from here on leaves them 'sending'
             await session.execute(update(deliveries).where(deliveries.c.delivery_id.in_(ids))
-                                  .values(status=Status.SENDING, attempts=deliveries.c.attempts
-                                          + 1, claimed_by=self.instance, claimed_at=now,
-                                          updated_at=now))
+                                  .values(status=Status.CLAIMED, claimed_by=self.instance,
+                                          claimed_at=now, updated_at=now))
         return rows
 
+    async def mark_sending(self, rows: list[Any]) -> None:
+        """Committed right before the conversations: a crash from here on leaves these rows
+        'sending' (uncertain); the rest of the claim stays 'claimed' (certainly not sent)."""
+        now = utcnow()
+        async with self.runtime.store.transaction() as session:
+            await session.execute(update(deliveries).where(
+                deliveries.c.delivery_id.in_([r.delivery_id for r in rows])).values(
+                status=Status.SENDING, attempts=deliveries.c.attempts + 1, claimed_at=now,
+                updated_at=now))
+
     async def send_due(self) -> int:
-        """Claim a batch, send it (``MAILER_SEND_CONCURRENCY`` conversations at once) and
-        record the results in groups as they come in: one transaction for the results that
-        are ready (on SQLite every commit is an fsync; one per mail would be the ceiling)."""
+        """Claim a batch, then send it in waves of ``MAILER_SEND_CONCURRENCY`` conversations:
+        each wave is committed 'sending' before it starts, and its results are recorded in
+        one transaction (on SQLite every commit is an fsync; one per mail would be the
+        ceiling)."""
         rows = await self.claim(self.settings.mailer_send_batch)
-        if not rows:
-            return 0
-        slots = asyncio.Semaphore(self.settings.mailer_send_concurrency)
-        done: asyncio.Queue[tuple[Any, Attempt]] = asyncio.Queue()
-
-        async def one(row: Any) -> None:
-            async with slots:
-                try:
-                    attempt = await self.deliver(row)
-                except Exception as exc:  # e.g. the capture directory is not writable
-                    log.exception("send failed", extra={"delivery_id": row.delivery_id})
-                    attempt = Attempt(smtp.Outcome("temporary", f"{type(exc).__name__}: {exc}"),
-                                      "capture" if self.relay is None else self.relay.address,
-                                      False)
-            await done.put((row, attempt))
-
-        tasks = [asyncio.create_task(one(row)) for row in rows]
-        try:
-            remaining = len(rows)
-            while remaining:
-                group = [await done.get()]
-                while not done.empty():
-                    group.append(done.get_nowait())
-                await self.record(group)
-                remaining -= len(group)
-        finally:
-            for task in tasks:
-                task.cancel()
+        step = self.settings.mailer_send_concurrency
+        for start in range(0, len(rows), step):
+            wave = rows[start:start + step]
+            await self.mark_sending(wave)
+            results = await asyncio.gather(*(self._deliver_safely(row) for row in wave))
+            await self.record(list(zip(wave, results, strict=True)))
         return len(rows)
+
+    async def _deliver_safely(self, row: Any) -> Attempt:
+        try:
+            return await self.deliver(row)
+        except Exception as exc:  # e.g. the capture directory is not writable
+            log.exception("send failed", extra={"delivery_id": row.delivery_id})
+            return Attempt(smtp.Outcome("temporary", f"{type(exc).__name__}: {exc}"),
+                           "capture" if self.relay is None else self.relay.address, False)
 
     # --- one delivery ------------------------------------------------------------------------
 
@@ -356,7 +360,7 @@ class Sender:
     async def update_gauges(self) -> None:
         async with self.runtime.store.sessions() as session:
             depth = await session.scalar(select(func.count()).select_from(deliveries).where(
-                deliveries.c.status.in_([Status.PENDING, Status.SENDING])))
+                deliveries.c.status.in_([Status.PENDING, Status.CLAIMED, Status.SENDING])))
             oldest = await session.scalar(select(func.min(deliveries.c.next_attempt_at)).where(
                 deliveries.c.status == Status.PENDING))
         self.metrics.queue.set(depth or 0)

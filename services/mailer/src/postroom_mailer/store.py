@@ -1,10 +1,10 @@
 """mailer's own tables: the send outbox (one row per delivery_id) and the runtime tables.
 
 A row is written by the consumer in its transaction (composed message and all) and then
-belongs to the sender loop: ``pending`` -> ``sending`` (committed before the SMTP
-conversation) -> ``sent`` or ``failed``; a temporary failure puts it back to ``pending`` with
-its next attempt's time. ``dead_letter_pending`` marks a failed row whose dead letter is still
-to be published.
+belongs to the sender loop: ``pending`` -> ``claimed`` (a batch taken by one sender) ->
+``sending`` (committed right before the SMTP conversation) -> ``sent`` or ``failed``; a
+temporary failure puts it back to ``pending`` with its next attempt's time.
+``dead_letter_pending`` marks a failed row whose dead letter is still to be published.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from postroom_runtime import add_runtime_tables
 
 class Status(StrEnum):
     PENDING = "pending"  # waiting for its (next) attempt
-    SENDING = "sending"  # claimed by a sender; the relay may have it after a crash
+    CLAIMED = "claimed"  # taken by a sender, not yet handed to the relay
+    SENDING = "sending"  # in an SMTP conversation: after a crash the relay may have it
     SENT = "sent"  # accepted by the relay (or captured): delivery.sent emitted
     FAILED = "failed"  # refused or retries ran out: delivery.failed emitted, dead-lettered
 
