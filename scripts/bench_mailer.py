@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,12 @@ class Counting:
         return "250 2.0.0 Ok"
 
 
-def request(run: int, i: int) -> DeliveryRequested:
-    delivery_id = f"bench-{run}-{i:06d}"
+def request(session: str, run: int, i: int) -> DeliveryRequested:
+    # ids unique to this invocation: a reused database already holds earlier runs' deliveries
+    delivery_id = f"bench-{session}-{run}-{i:06d}"
     return DeliveryRequested(
         event_id=derive_event_id("bench", delivery_id), tenant="acme",
-        mail_key=f"bench{run:02d}{i:06d}", delivery_id=delivery_id, kind="notification",
+        mail_key=f"b{session}{run:02d}{i:06d}", delivery_id=delivery_id, kind="notification",
         to=["alice@acme.example"], subject=f"Notice {i}", from_address="desk@acme.example",
         body_text="A notification of a few lines.\n" * 20)
 
@@ -127,9 +129,10 @@ async def main() -> int:
     nc = await nats.connect(server.url)
     js = nc.jetstream()
     results: list[dict[str, float]] = []
+    session = uuid.uuid4().hex[:8]
     try:
         for run in range(args.runs):
-            events = [request(run, i) for i in range(args.count)]
+            events = [request(session, run, i) for i in range(args.count)]
             before = sink.count
             started = time.perf_counter()
             await asyncio.gather(*(js.publish(e.nats_subject, e.model_dump_json().encode(),
