@@ -42,6 +42,8 @@ class Handler:
     attempts: int = 0  # DATA commands seen
     auth: list[str] = field(default_factory=list)
     delay: float = 0.0  # a slow relay: seconds before answering DATA
+    hold: threading.Event = field(default_factory=threading.Event)  # set: DATA waits
+    in_data: int = 0  # DATA commands waiting for their reply
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
@@ -52,8 +54,16 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        with self.lock:
+            self.in_data += 1
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            while self.hold.is_set():  # the message is here; the reply waits
+                await asyncio.sleep(0.01)
+        finally:
+            with self.lock:
+                self.in_data -= 1
         with self.lock:
             self.attempts += 1
             reply = self.replies.pop(0) if self.replies else self.default
