@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from email import policy
@@ -46,6 +47,10 @@ class Handler:
     in_data: int = 0  # DATA commands waiting for their reply
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def _wait_release(self) -> None:
+        while self.hold.is_set():
+            time.sleep(0.01)
+
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           options: list[str]) -> str:
         if address in self.refuse_rcpt:
@@ -59,8 +64,8 @@ class Handler:
         try:
             if self.delay:
                 await asyncio.sleep(self.delay)
-            while self.hold.is_set():  # the message is here; the reply waits
-                await asyncio.sleep(0.01)
+            if self.hold.is_set():  # the message is here; the reply waits
+                await asyncio.to_thread(self._wait_release)
         finally:
             with self.lock:
                 self.in_data -= 1
