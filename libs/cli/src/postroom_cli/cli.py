@@ -1,4 +1,5 @@
-"""The ``postroom`` command line: the embedded stack, test mail, events, documents, DLQ, tenants."""
+"""The ``postroom`` command line: the embedded stack, test mail, events, documents, DLQ, tenants,
+captured outgoing mail."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from . import dlq, tenants
+from . import dlq, outbox, tenants
 from .common import DEFAULT_NATS_URL, Globals, fail, globals_of
 from .documents import documents
 from .send import send
@@ -169,4 +170,5 @@ app.command()(tail)
 app.command()(documents)
 app.command()(transcribe)
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(outbox.app, name="outbox")
 app.add_typer(tenants.app, name="tenants")

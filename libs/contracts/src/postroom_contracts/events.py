@@ -584,7 +584,6 @@ class DeliverySent(Event):
 
     event_type: ClassVar[str] = "delivery.sent"
     schema_version: ClassVar[int] = 1
-    draft: ClassVar[bool] = True
 
     delivery_id: str
     kind: str = Field(description="The delivery.requested kind")
@@ -606,7 +605,6 @@ class DeliveryFailed(Event):
 
     event_type: ClassVar[str] = "delivery.failed"
     schema_version: ClassVar[int] = 1
-    draft: ClassVar[bool] = True
 
     delivery_id: str
     kind: str = Field(description="The delivery.requested kind")
