@@ -141,6 +141,9 @@ async def test_voicemail_forward_and_ignored_mails_offline(
     ordinary = await bus.parsed(route=None, attachments=[("msg.wav", "audio/wav", wav)])
     nowhere = await bus.parsed(route=route(forward_to=()), attachments=[
         ("msg.wav", "audio/wav", wav)])
+    broken = await bus.parsed(route=route(), attachments=[
+        ("broken.wav", "audio/wav", b"RIFF\x00\x00\x00\x00WAVEjunk"),
+        ("Message 0043.wav", "audio/wav", wav)])
 
     [vm] = [VoicemailTranscribed.model_validate(e)
             for e in await bus.wait_for("voicemail.transcribed", voicemail.mail_key)]
@@ -163,6 +166,14 @@ async def test_voicemail_forward_and_ignored_mails_offline(
     assert dr.delivery_id == delivery_id(voicemail)
     assert dr.template_data["transcripts"] == [vm.model_dump(mode="json")]
     assert dr.template_data["call"]["caller_name"] == "Robert Miller"
+
+    # an unreadable recording is 'failed'; the next one is still transcribed; one delivery
+    first, second = sorted(await bus.wait_for("voicemail.transcribed", broken.mail_key, 2),
+                           key=lambda e: e["index"])
+    assert first["status"] == "failed" and "cannot decode audio" in first["error"]
+    assert first["audio"] is None and second["status"] == "transcribed"
+    [dr] = await bus.wait_for("delivery.requested", broken.mail_key)
+    assert [t["status"] for t in dr["template_data"]["transcripts"]] == ["failed", "transcribed"]
 
     for mail in (forward, no_transcribe):
         [fw] = [DeliveryRequested.model_validate(e)
@@ -187,7 +198,9 @@ async def test_voicemail_forward_and_ignored_mails_offline(
         assert [r["status"] for r in rows] == ["transcribed"] and rows[0]["text"] == vm.text
         metrics = (await http.get("/metrics")).text
     assert 'postroom_transcriber_transcriptions_total{engine="moonshine",status="transcribed"}' \
-        ' 1.0' in metrics
+        ' 2.0' in metrics
+    assert 'postroom_transcriber_transcriptions_total{engine="none",status="failed"} 1.0' \
+        in metrics
     assert 'postroom_transcriber_deliveries_requested_total{kind="forward"} 2.0' in metrics
     assert "postroom_transcriber_real_time_factor_bucket" in metrics
 
