@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from e2e_stack import LocalDns, OtlpReceiver, Stack, seed
+from e2e_stack import LocalDns, OtlpReceiver, RelaySink, Stack, seed
 
 from postroom_contracts.services import registered
 from postroom_testing.nats import NatsServer
-from postroom_testing.procs import ServiceProcess, free_port
+from postroom_testing.procs import STARTUP_SECONDS, ServiceProcess, free_port
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def start_stack(nats_server: NatsServer, service_process: Callable[..., ServiceP
                 name=spec.name,
             )
         for process in processes.values():
-            process.start(timeout=60)
+            process.start(timeout=STARTUP_SECONDS)
         return Stack(nats_server, processes, http_ports, ports, tmp_path, common)
 
     yield start
@@ -73,3 +73,10 @@ def otlp() -> Iterator[OtlpReceiver]:
     receiver = OtlpReceiver()
     yield receiver
     receiver.close()
+
+
+@pytest.fixture
+def relay() -> Iterator[RelaySink]:
+    sink = RelaySink()
+    yield sink
+    sink.close()

@@ -237,3 +237,40 @@ class OtlpReceiver:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+class RelaySink:
+    """The outbound relay the mailer sends to: a real aiosmtpd server on a free port, in a
+    thread, keeping every mail it accepted (with the envelope)."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.received: list[tuple[str, list[str], bytes]] = []
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                with sink._lock:
+                    sink.received.append((envelope.mail_from, list(envelope.rcpt_tos),
+                                          bytes(envelope.original_content or envelope.content)))
+                return "250 2.0.0 Ok: queued"
+
+        from postroom_testing.procs import free_port
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port,
+                                     decode_data=False, data_size_limit=20 * 1024 * 1024)
+        self.controller.start()
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def snapshot(self) -> list[tuple[str, list[str], bytes]]:
+        with self._lock:
+            return list(self.received)
+
+    def close(self) -> None:
+        self.controller.stop()
