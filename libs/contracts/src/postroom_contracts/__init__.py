@@ -48,12 +48,14 @@ from .subjects import (
 from .tenants import Action, MailboxRoute, Pbx, Tenant, TenantSeed, VoicemailForward
 
 __all__ = [
-    "BLOBS_BUCKET", "BY_TYPE", "CATALOGUE", "DEAD_LETTERS", "DLQ_STREAM", "EVENTS", "EVENTS_STREAM",
-    "STREAMS", "TENANTS_BUCKET", "Action", "ArcVerdict", "AudioFormat", "BlobRef", "CallDetails", "DeadLetter", "DeliveryFailed",
-    "DeliveryRequested", "DeliverySent", "DkimVerdict", "DmarcVerdict", "DocumentMetadata",
-    "DocumentRef", "DocumentStored", "Event", "IprevVerdict", "MailAuthenticated", "MailClassified",
+    "BLOBS_BUCKET", "BY_TYPE", "CATALOGUE", "DEAD_LETTERS", "DLQ_STREAM", "EVENTS",
+    "EVENTS_STREAM", "STREAMS", "TENANTS_BUCKET", "Action", "ArcVerdict", "AudioFormat",
+    "BlobRef", "CallDetails", "DeadLetter", "DeliveryFailed", "DeliveryRequested",
+    "DeliverySent", "DkimVerdict", "DmarcVerdict", "DocumentMetadata", "DocumentRef",
+    "DocumentStored", "Event", "IprevVerdict", "MailAuthenticated", "MailClassified",
     "MailFailed", "MailParsed", "MailReceived", "MailboxRoute", "Pbx", "ReplyDrafted",
     "RouteDecision", "SmtpSession", "SpfVerdict", "StreamSpec", "Tenant", "TenantSeed",
-    "VoicemailForward", "VoicemailTranscribed", "WordTiming", "decode", "derive_event_id", "dlq_subject",
-    "is_tenant_slug", "mail_key", "subject_filter", "subject_for", "synthetic_message_id",
+    "VoicemailForward", "VoicemailTranscribed", "WordTiming", "decode", "derive_event_id",
+    "dlq_subject", "is_tenant_slug", "mail_key", "subject_filter", "subject_for",
+    "synthetic_message_id",
 ]
