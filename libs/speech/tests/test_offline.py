@@ -55,3 +55,17 @@ async def test_another_language_is_refused_not_guessed(engine: MoonshineEngine) 
     assert not engine.supports("de-DE")
     with pytest.raises(UnsupportedLanguage, match="no offline model for de-DE"):
         await engine.transcribe(audio, language="de-DE", timeout=10)
+
+
+def test_segments_transcribed_in_parallel_give_the_same_text_in_order(
+        engine: MoonshineEngine) -> None:
+    audio = decode((FIXTURES / "test_long_gsm.wav").read_bytes())
+    one = engine.model_impl.transcribe(audio, workers=1)
+    two = engine.model_impl.transcribe(audio, workers=2)
+    assert two == one
+    # the recording really is cut in several pieces (else the parallel path would not run)
+    from postroom_speech.audio import resample
+    from postroom_speech.engines.moonshine import SAMPLE_RATE
+    from postroom_speech.segment import segment_audio
+    assert len(segment_audio(resample(audio, SAMPLE_RATE).samples, SAMPLE_RATE,
+                             max_seconds=8.0)) >= 2

@@ -304,7 +304,8 @@ def build_runtime(
         google_endpoint=settings.google_speech_endpoint,
         google_insecure=settings.google_speech_insecure,
         offline_segment_seconds=settings.offline_segment_seconds,
-        offline_concurrency=settings.transcribe_concurrency)
+        offline_concurrency=settings.transcribe_concurrency,
+        offline_segment_workers=settings.offline_segment_workers)
     metrics = Metrics(registry)
     transcriber = Transcriber(runtime, settings, chain, metrics)
 

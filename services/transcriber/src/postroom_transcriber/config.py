@@ -35,6 +35,9 @@ class TranscriberSettings(RuntimeSettings):
         "(each one ONNX Runtime thread)")
     offline_segment_seconds: float = Field(
         default=8.0, gt=1, description="Longest piece the offline engine is given")
+    offline_segment_workers: int = Field(
+        default=2, ge=1, le=16, description="Pieces of one recording transcribed at once, "
+        "in threads (a recording's latency falls with the cores it gets)")
 
     google_speech_model: str = Field(default="telephony")
     google_speech_endpoint: str | None = Field(

@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import math
-import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,15 +154,25 @@ class MoonshineModel:
         return detokenize(s.vocab, tokens), confidence
 
     def transcribe(self, audio: Audio, *, segment: bool = True,
-                   max_segment_seconds: float = 8.0) -> tuple[str, float | None]:
-        """Text of a whole recording (segmented on silence unless ``segment`` is False)."""
+                   max_segment_seconds: float = 8.0,
+                   workers: int = 1) -> tuple[str, float | None]:
+        """Text of a whole recording (segmented on silence unless ``segment`` is False).
+
+        With ``workers`` > 1 the segments are transcribed that many at a time in threads (ONNX
+        Runtime releases the GIL; a session may be run from several threads): a recording's
+        latency falls with the cores it gets, the text is the same, in order."""
         audio = resample(audio, SAMPLE_RATE)
         clips = (segment_audio(audio.samples, SAMPLE_RATE, max_seconds=max_segment_seconds)
                  if segment else [audio.samples])
+        if workers > 1 and len(clips) > 1:
+            with ThreadPoolExecutor(min(workers, len(clips)),
+                                    thread_name_prefix="moonshine-segment") as pool:
+                results = list(pool.map(self.transcribe_samples, clips))
+        else:
+            results = [self.transcribe_samples(clip) for clip in clips]
         texts: list[str] = []
         weighted, weight = 0.0, 0
-        for clip in clips:
-            text, confidence = self.transcribe_samples(clip)
+        for text, confidence in results:
             if text:
                 texts.append(text)
                 if confidence is not None:
@@ -178,12 +188,13 @@ class MoonshineEngine:
     name = "moonshine"
 
     def __init__(self, model: MoonshineModel | None = None, *, segment: bool = True,
-                 max_segment_seconds: float = 8.0, concurrency: int = 1) -> None:
-        self.model_impl = model or MoonshineModel(
-            threads=int(os.environ.get("OFFLINE_THREADS", "1")))
+                 max_segment_seconds: float = 8.0, concurrency: int = 1,
+                 segment_workers: int = 1) -> None:
+        self.model_impl = model or MoonshineModel()
         self.model = self.model_impl.model_name
         self.segment = segment
         self.max_segment_seconds = max_segment_seconds
+        self.segment_workers = max(1, segment_workers)
         self._slots = asyncio.Semaphore(max(1, concurrency))
 
     def supports(self, language: str) -> bool:
@@ -198,7 +209,8 @@ class MoonshineEngine:
         if not self.supports(language):
             raise UnsupportedLanguage(f"no offline model for {language} (English only)")
         text, confidence = self.model_impl.transcribe(
-            audio, segment=self.segment, max_segment_seconds=self.max_segment_seconds)
+            audio, segment=self.segment, max_segment_seconds=self.max_segment_seconds,
+            workers=self.segment_workers)
         return Transcript(text=text, confidence=confidence, engine=self.name, model=self.model)
 
     async def transcribe(self, audio: Audio, *, language: str, words: bool = False,
