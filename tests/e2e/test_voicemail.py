@@ -72,7 +72,8 @@ def test_pbx_voicemail_reaches_the_relay_enhanced_once(start_stack, relay: Relay
     by_rcpt = {tuple(rcpts): (mail_from, data) for mail_from, rcpts, data in received}
     # the PBX's own addressing is kept; the voicemail address forwards to the tenant's list
     assert set(by_rcpt) == {("alice@acme.example",), ("frontdesk@acme.example",)}
-    for (rcpt,), (_, data) in by_rcpt.items():
+    for (rcpt,), (mail_from, data) in by_rcpt.items():
+        assert mail_from == "voicemail@acme.example"  # the PBX's envelope sender, kept
         mail = parse(data)
         assert mail["Subject"].startswith("[Voicemail"), mail["Subject"]
         assert "Voice Message from Robert Miller" in mail["Subject"]

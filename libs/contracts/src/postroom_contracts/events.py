@@ -273,6 +273,10 @@ class MailParsed(Event):
     route: RouteDecision | None = Field(
         default=None, description="mail.received's routing decision, copied through"
     )
+    envelope_from: str | None = Field(
+        default=None, description="Envelope sender (MAIL FROM) of the mail.received event; "
+        "'' for a null sender; None when the producer did not say (earlier payloads)",
+    )
     raw: BlobRef | None = Field(
         default=None, description="The raw MIME of the mail (mail.received's raw), copied "
         "through; None from producers that predate it"

@@ -181,7 +181,7 @@ class Extractor:
             defects=parsed.defects, actions=list(event.actions),
             documents=[document_ref(key, a, ref)
                        for a, ref in zip(parsed.attachments, refs, strict=True)],
-            route=event.route, raw=event.raw,
+            route=event.route, raw=event.raw, envelope_from=event.envelope_from,
         ))
         log.info("mail parsed", extra={
             "documents": len(document_ids), "skipped_parts": parsed.skipped_parts,

@@ -200,7 +200,7 @@ class Transcriber:
         assert route is not None
         common: dict[str, Any] = dict(
             delivery_id=delivery_id(event), to=list(route.forward_to), original=event.raw,
-            original_envelope_from=None)
+            original_envelope_from=event.envelope_from)
         if prepared.kind == "forward":
             await outbox.emit(DeliveryRequested.caused_by(event, kind="forward", **common))
             self.metrics.deliveries.labels("forward").inc()
