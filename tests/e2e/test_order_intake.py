@@ -160,7 +160,7 @@ def test_extractor_killed_midway_parses_every_mail_exactly_once(stack: Stack) ->
     stack.extractor.kill()  # SIGKILL, mid-stream
     killed_at = parsed()
     assert killed_at < total, "extractor finished before it could be killed"
-    stack.extractor.start(timeout=60)
+    stack.extractor.start()
     wait_until(lambda: parsed() == total, timeout=300, interval=0.5)
     time.sleep(2)  # let any stray duplicate surface
 

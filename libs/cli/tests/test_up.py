@@ -116,7 +116,7 @@ def test_up_starts_everything_prints_the_addresses_and_stops_cleanly_on_ctrl_c(
     up = cli_process("up", "--data-dir", str(data), "--tenants", str(seed), *ports.args())
 
     nats_pid = pid_in(up.wait_for("nats-server started (pid", timeout=STARTUP_SECONDS))
-    up.wait_for("Postroom is up.", timeout=120)
+    up.wait_for("Postroom is up.", timeout=STARTUP_SECONDS)
     up.wait_for("Ctrl-C stops everything.", timeout=STARTUP_SECONDS)  # the banner's last line
     out = up.output
     assert f"NATS  nats://127.0.0.1:{ports.nats}   (monitoring http://127.0.0.1:{ports.monitor})" \
@@ -173,7 +173,7 @@ def test_up_serves_mail_end_to_end_and_restarts_a_crashed_service(
     env_file.write_text("# overrides for every service\nSMTP_HOSTNAME=mx.postroom.test\n")
     up = cli_process("up", "--data-dir", str(tmp_path / "data"), "--tenants", str(seed),
                      "--env-file", str(env_file), *ports.args())
-    up.wait_for("Postroom is up.", timeout=120)
+    up.wait_for("Postroom is up.", timeout=STARTUP_SECONDS)
 
     # the --env-file value reached the service: it is the name in the SMTP greeting
     with smtplib.SMTP("127.0.0.1", ports.smtp, timeout=10) as smtp:
@@ -186,7 +186,7 @@ def test_up_serves_mail_end_to_end_and_restarts_a_crashed_service(
     assert result.output.strip().splitlines()[-1].startswith("250")
 
     extractor = f"http://127.0.0.1:{ports.http_base + 1}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + STARTUP_SECONDS
     while True:
         docs = cli("documents", "--url", extractor, "--tenant", "acme", "--json")
         assert docs.exit_code == 0, docs.output
@@ -211,7 +211,7 @@ def test_up_serves_mail_end_to_end_and_restarts_a_crashed_service(
     restarted = up.wait_for("smtp-ingress restarted (pid", after=mark, timeout=STARTUP_SECONDS)
     assert pid_in(restarted) != ingress_pid
     ingress = f"http://127.0.0.1:{ports.http_base}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + STARTUP_SECONDS
     while ready_status(ingress) != 200:
         assert time.monotonic() < deadline, "smtp-ingress not ready again after its restart"
         time.sleep(0.2)
@@ -231,7 +231,7 @@ def test_up_offers_starttls_with_a_self_signed_certificate_it_keeps(
     args = ["up", "--data-dir", str(data), "--tenants", str(seed),
             "--skip", "attachment-extractor", *ports.args()]
     up = cli_process(*args)
-    up.wait_for("Ctrl-C stops everything.", timeout=120)  # the banner's last line
+    up.wait_for("Ctrl-C stops everything.", timeout=STARTUP_SECONDS)  # the banner's last line
     cert = data.resolve() / "tls" / "smtp-snakeoil.pem"
     assert f"generated the self-signed SMTP certificate {cert}" in up.output
     line = up.wait_for("  TLS   ")
@@ -266,7 +266,7 @@ def test_up_offers_starttls_with_a_self_signed_certificate_it_keeps(
 
     # the next start keeps the certificate (a client that pinned it keeps working)
     again = cli_process(*args)
-    again.wait_for("Ctrl-C stops everything.", timeout=120)
+    again.wait_for("Ctrl-C stops everything.", timeout=STARTUP_SECONDS)
     assert f"reusing the self-signed SMTP certificate {cert}" in again.output
     assert f"(SHA-256 {fingerprint})" in again.wait_for("  TLS   ")
     again.signal(signal.SIGINT)
@@ -298,9 +298,9 @@ async def test_nothing_is_left_when_up_is_killed(cli_process, ports: Ports,
     """Even SIGKILL on `postroom up` takes nats-server and the services with it."""
     up = cli_process("up", "--data-dir", str(tmp_path / "data"), *ports.args(),
                      "--skip", "attachment-extractor", "--skip", "smtp-ingress")
-    line = await asyncio.to_thread(up.wait_for, "nats-server started (pid", 30.0)
+    line = await asyncio.to_thread(up.wait_for, "nats-server started (pid", STARTUP_SECONDS)
     nats_pid = pid_in(line)
-    await asyncio.to_thread(up.wait_for, "Postroom is up.", 60.0)
+    await asyncio.to_thread(up.wait_for, "Postroom is up.", STARTUP_SECONDS)
     up.kill()
     deadline = time.monotonic() + 10
     while alive(nats_pid):
@@ -315,7 +315,7 @@ def test_run_execs_one_service_in_the_foreground(cli_process, nats_url, tmp_path
     port = free_port()
     proc = cli_process("--nats-url", nats_url, "run", service.name, "--data-dir",
                        str(tmp_path / "data"), env={"HTTP_PORT": str(port)})
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + STARTUP_SECONDS
     while ready_status(f"http://127.0.0.1:{port}") != 200:
         assert proc.proc.poll() is None, proc.output + "\n".join(proc.stderr)
         assert time.monotonic() < deadline, f"{service.name} not ready via `postroom run`"

@@ -101,7 +101,7 @@ async def test_sigkill_at_any_moment_loses_nothing_and_duplicates_nothing(
     held: list[int] = []
     try:
         for life in range(KILLS):
-            await service.astart(timeout=60)
+            await service.astart()
             target = (progress[-1] if progress else 0) + step
 
             async def mid_work(target: int = target) -> bool:
@@ -113,7 +113,7 @@ async def test_sigkill_at_any_moment_loses_nothing_and_duplicates_nothing(
             progress.append(await parsed())
             held.append(await held_by_the_service())
         killed_at = asyncio.get_running_loop().time()
-        await service.astart(timeout=60)
+        await service.astart()
 
         async def redelivered() -> bool:
             # the messages the killed process held are handed out again

@@ -42,7 +42,7 @@ async def start_mailer(nats_url: str, service_process: Callable[..., ManagedProc
         }
         proc = service_process([sys.executable, "-m", "postroom_mailer"], env=proc_env,
                                ready_url=f"http://127.0.0.1:{port}/health/ready", name=name)
-        await proc.astart(timeout=60)
+        await proc.astart()
         harness = Harness(proc, nats_url, port, database_url)
         await harness.connect()
         harnesses.append(harness)

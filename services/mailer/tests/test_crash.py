@@ -57,7 +57,7 @@ async def test_sigkill_during_500_sends_every_mail_delivered(start_mailer, sink:
     await kill_mid_data(mailer, sink)
     at_kill = len(sink.received)
     assert at_kill < N, "the kill came after the last send; the test proves nothing"
-    await mailer.proc.arestart(timeout=60)
+    await mailer.proc.arestart()
     await until(lambda: len(sink.message_ids()) == N, within=180)
     await until(lambda: len(mailer.of("delivery.sent")) >= N, within=60)
 
@@ -118,7 +118,7 @@ async def test_sigkill_with_resend_uncertain_off_fails_the_in_flight_rows(start_
     await asyncio.gather(*(mailer.request(notification(i)) for i in range(count)))
     await until(lambda: len(sink.received) >= 60, within=120)
     await kill_mid_data(mailer, sink)
-    await mailer.proc.arestart(timeout=60)
+    await mailer.proc.arestart()
 
     def settled() -> bool:
         ids = {e["delivery_id"] for e in mailer.of("delivery.sent")}

@@ -36,7 +36,7 @@ async def test_console_script_end_to_end(
         },
         ready_url=f"http://127.0.0.1:{http_port}/health/ready",
     )
-    await proc.astart(timeout=60)
+    await proc.astart()
 
     def session() -> tuple[Any, ...]:
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as client:

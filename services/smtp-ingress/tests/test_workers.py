@@ -120,7 +120,7 @@ async def start_service(
             },
             ready_url=f"http://127.0.0.1:{http_port}/health/ready",
         )
-        await proc.astart(timeout=60)  # ready: the workers serve too
+        await proc.astart()  # ready: the workers serve too
         return Service(proc, http_port)
 
     return start

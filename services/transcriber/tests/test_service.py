@@ -129,7 +129,7 @@ async def until(check: Any, what: str, within: float = 60) -> None:
 async def test_voicemail_forward_and_ignored_mails_offline(
         bus: Bus, service_process: Any, nats_server: Any, tmp_path: Path) -> None:
     service = start_service(service_process, nats_server, tmp_path)
-    await service.astart(timeout=120)
+    await service.astart()
     wav = (FIXTURES / "test_ulaw.wav").read_bytes()
 
     voicemail = await bus.parsed(route=route(), attachments=[
@@ -214,7 +214,7 @@ async def test_google_down_falls_back_and_a_language_nobody_has_still_forwards(
         BREAKER_FAILURE_THRESHOLD="1", BREAKER_RESET_SECONDS="3600",
         TRANSCRIBE_TIMEOUT_SECONDS="60")
     try:
-        await service.astart(timeout=120)
+        await service.astart()
         wav = (FIXTURES / "test_ulaw.wav").read_bytes()
         first = await bus.parsed(route=route(), attachments=[("a.wav", "audio/wav", wav)])
         [vm] = await bus.wait_for("voicemail.transcribed", first.mail_key)

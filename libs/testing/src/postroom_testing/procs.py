@@ -399,11 +399,11 @@ class ManagedProcess:
         self._finish()
         return self.proc.returncode
 
-    def restart(self, timeout: float = 30.0) -> ManagedProcess:
+    def restart(self, timeout: float = STARTUP_SECONDS) -> ManagedProcess:
         self.stop()
         return self.start(timeout)
 
-    async def arestart(self, timeout: float = 30.0) -> ManagedProcess:  # noqa: ASYNC109 - same API as the sync method
+    async def arestart(self, timeout: float = STARTUP_SECONDS) -> ManagedProcess:  # noqa: ASYNC109 - same API as the sync method
         await self.astop()
         return await self.astart(timeout)
 
