@@ -70,7 +70,11 @@ SAMPLES: dict[str, dict[str, Any]] = {
         audio=dict(container="WAV", encoding="ULAW", sample_rate=8000, channels=1),
         call=dict(caller_name="John Smith", caller_number="5551234", mailbox="201"),
         words=[dict(word="call", start_seconds=0.1, end_seconds=0.4, confidence=0.9)]),
-    "mail.classified": dict(category="order", confidence=0.9, engine="rules"),
+    "mail.classified": dict(
+        email_id="<po-4411@supplier.example>", classification="order", confidence=0.9,
+        processed_at="2026-12-01T09:00:00Z", processor_id="classifier-1",
+        processing_time_ms=2.4, scores={"order": 0.9, "unknown": 0.1},
+        model_version="2026.12.1-abc123", spam_score=None),
     "reply.drafted": dict(reply_id="r1", to=["a@b.example"], subject="Re: x", body_text="hi",
                           model="m"),
     "delivery.requested": dict(delivery_id="dlv-0001", kind="voicemail",

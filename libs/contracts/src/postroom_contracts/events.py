@@ -496,18 +496,29 @@ class VoicemailTranscribed(Event):
     error: str | None = Field(default=None, description="Why it failed ('failed' status)")
 
 
+ClassificationLabel = Literal[
+    "meeting", "promotion", "intro", "voicemail", "order", "support", "spam", "unknown"]
+CLASSIFICATION_LABELS: tuple[str, ...] = (
+    "meeting", "promotion", "intro", "voicemail", "order", "support", "spam", "unknown")
+
+
 class MailClassified(Event):
-    """Draft: a mail was classified."""
+    """A mail was classified: exactly one label, its confidence and every label's score."""
 
     event_type: ClassVar[str] = "mail.classified"
     schema_version: ClassVar[int] = 1
-    draft: ClassVar[bool] = True
 
-    category: str
-    confidence: float = Field(ge=0, le=1)
-    labels: list[str] = Field(default_factory=list)
-    priority: Literal["low", "normal", "high", "urgent"] = "normal"
-    engine: str
+    email_id: str = Field(description="The mail's Message-ID")
+    classification: ClassificationLabel
+    confidence: float = Field(ge=0, le=1, description="The chosen label's probability")
+    processed_at: datetime
+    processor_id: str = Field(description="The classifier instance that decided")
+    processing_time_ms: float = Field(ge=0)
+    scores: dict[str, float] = Field(
+        default_factory=dict, description="Every label's probability (they sum to 1)")
+    model_version: str
+    spam_score: float | None = Field(
+        default=None, description="SpamAssassin's score when spamd is configured")
 
 
 class ReplyDrafted(Event):
