@@ -4,3 +4,4 @@ CREATE DATABASE smtp_ingress OWNER postroom;
 CREATE DATABASE attachment_extractor OWNER postroom;
 CREATE DATABASE transcriber OWNER postroom;
 CREATE DATABASE mailer OWNER postroom;
+CREATE DATABASE classifier OWNER postroom;
