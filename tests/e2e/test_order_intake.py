@@ -78,6 +78,13 @@ def test_purchase_order_becomes_documents_an_outside_subscriber_sees(stack: Stac
     # the documents are listed by the extractor's API (what `postroom documents` shows)
     docs = get_json(f"{stack.extractor_url}/documents?tenant=acme")
     assert {d["filename"] for d in docs} == set(by_name)  # type: ignore[union-attr]
+    # the classifier labels it with the shipped model (mail.classified, its own store)
+    classifier = f"http://127.0.0.1:{stack.http_ports['classifier']}"
+    rows = wait_until(lambda: get_json(f"{classifier}/classifications?tenant=acme") or None,
+                      timeout=30, interval=0.2)
+    assert [r["label"] for r in rows] == ["order"]  # type: ignore[index]
+    wait_until(lambda: asyncio.run(stream_count(
+        stack.nats.url, "postroom.mail.classified.acme")) == 1, timeout=30, interval=0.2)
 
 
 def test_reply_codes_a_sender_sees(stack: Stack) -> None:
@@ -196,11 +203,14 @@ def test_one_trace_from_smtp_data_through_the_extractor(start_stack, otlp: OtlpR
     extractor_spans = wait_until(traced, timeout=30, interval=0.2)
     trace_id = extractor_spans[0]["trace_id"]
     # every consumer of the mail's events joins the trace: the transcriber receives its
-    # mail.parsed too (and leaves it alone: no route)
-    wait_until(lambda: any(s["service"] == "transcriber" and s["trace_id"] == trace_id
-                           for s in otlp.snapshot()), timeout=30, interval=0.2)
+    # mail.parsed too (and leaves it alone: no route), and the classifier labels it
+    consumers = {"transcriber", "classifier"}
+    wait_until(lambda: consumers <= {s["service"] for s in otlp.snapshot()
+                                     if s["trace_id"] == trace_id}, timeout=30, interval=0.2)
     services = {s["service"] for s in otlp.snapshot() if s["trace_id"] == trace_id}
-    assert services == {"smtp-ingress", "attachment-extractor", "transcriber"}
+    # the services that published or consumed this mail's events (no other service may
+    # claim a span of it)
+    assert services == {"smtp-ingress", "attachment-extractor", "transcriber", "classifier"}
     assert any("mail.received" in s["name"] for s in extractor_spans)
     # the verification after the 250 is part of the same trace, and its verdict is published
     wait_until(lambda: any(s["name"] == "mail authentication" and s["trace_id"] == trace_id

@@ -114,8 +114,9 @@ def test_one_trace_from_smtp_data_through_transcriber_and_mailer(
             return None
         trace_id = data[0]["trace_id"]
         services = {s["service"] for s in spans if s["trace_id"] == trace_id}
-        wanted = {"smtp-ingress", "attachment-extractor", "transcriber", "mailer"}
+        wanted = {"smtp-ingress", "attachment-extractor", "transcriber", "mailer", "classifier"}
         return services if wanted <= services else None
 
     services = wait_until(trace, timeout=60)
-    assert {"smtp-ingress", "attachment-extractor", "transcriber", "mailer"} <= services
+    assert {"smtp-ingress", "attachment-extractor", "transcriber", "mailer",
+            "classifier"} <= services

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from . import classify as classify_cli
 from . import dlq, outbox, tenants
 from .common import DEFAULT_NATS_URL, Globals, fail, globals_of
 from .documents import documents
@@ -169,6 +170,8 @@ app.command()(send)
 app.command()(tail)
 app.command()(documents)
 app.command()(transcribe)
+app.command()(classify_cli.classify)
+app.add_typer(classify_cli.app, name="classifier")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(outbox.app, name="outbox")
 app.add_typer(tenants.app, name="tenants")
