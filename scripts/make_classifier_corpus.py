@@ -395,17 +395,19 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=120, help="mails per label and language")
     parser.add_argument("--heldout", type=int, default=40, help="mails per label and language")
     parser.add_argument("--seed", type=int, default=20261201)
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
     for name, family, count in (("train", "A", args.train), ("heldout", "B", args.heldout)):
         rows = [make(rng, label, lang, family)
                 for label in T for lang in LANGS for _ in range(count)]
         rng.shuffle(rows)
-        with (OUT / f"{name}.jsonl").open("w", encoding="utf-8") as f:
+        with (out / f"{name}.jsonl").open("w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
-        print(f"{name}: {len(rows)} mails -> {OUT / (name + '.jsonl')}")
+        print(f"{name}: {len(rows)} mails -> {out / (name + '.jsonl')}")
 
 
 if __name__ == "__main__":
