@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (template tables: one sentence per line reads better than wrapped)
 """Build the classifier's labelled corpus: services/classifier/corpus/{train,heldout}.jsonl.
 
 Synthetic mails in English, French and German for each label, from templates with random

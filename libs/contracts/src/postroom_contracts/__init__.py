@@ -4,10 +4,10 @@ from .codec import decode
 from .events import (
     BY_TYPE,
     CATALOGUE,
+    CLASSIFICATION_LABELS,
     ArcVerdict,
     AudioFormat,
     BlobRef,
-    CLASSIFICATION_LABELS,
     CallDetails,
     DeadLetter,
     DeliveryFailed,
@@ -49,7 +49,8 @@ from .subjects import (
 from .tenants import Action, MailboxRoute, Pbx, Tenant, TenantSeed, VoicemailForward
 
 __all__ = [
-    "BLOBS_BUCKET", "BY_TYPE", "CATALOGUE", "CLASSIFICATION_LABELS", "DEAD_LETTERS", "DLQ_STREAM", "EVENTS",
+    "BLOBS_BUCKET", "BY_TYPE", "CATALOGUE", "CLASSIFICATION_LABELS", "DEAD_LETTERS",
+    "DLQ_STREAM", "EVENTS",
     "EVENTS_STREAM", "STREAMS", "TENANTS_BUCKET", "Action", "ArcVerdict", "AudioFormat",
     "BlobRef", "CallDetails", "DeadLetter", "DeliveryFailed", "DeliveryRequested",
     "DeliverySent", "DkimVerdict", "DmarcVerdict", "DocumentMetadata", "DocumentRef",
