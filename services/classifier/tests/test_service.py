@@ -110,6 +110,18 @@ class Bus:
             await asyncio.sleep(0.1)
 
 
+async def consumer_idle(bus: Bus) -> bool:
+    info = await bus.js.consumer_info(EVENTS_STREAM, "classifier-mail-parsed")
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def until(check: Any, what: str, within: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.1)
+
+
 @pytest.fixture
 async def bus(nats_server: Any) -> AsyncIterator[Bus]:
     nc = await nats.connect(nats_server.url)
@@ -153,6 +165,14 @@ async def test_labelled_mails_are_classified_published_and_stored(
         assert abs(sum(c.scores.values()) - 1) < 1e-3
         assert c.processing_time_ms > 0 and c.spam_score is None
         assert c.model_version.startswith("logreg-tfidf-")
+
+    # a redelivery (another message id, same event) is recognised: no second event or row
+    promo_event = next(event for label, event in sent if label == "promotion")
+    await bus.js.publish(promo_event.nats_subject, promo_event.model_dump_json().encode(),
+                         headers={**event_headers(promo_event), "Nats-Msg-Id": "again-1"})
+    await until(lambda: consumer_idle(bus), "the consumer still holds messages")
+    assert len([e for e in await bus.events("mail.classified")
+                if e["mail_key"] == promo_event.mail_key]) == 1
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
         rows = (await http.get("/classifications", params={"tenant": "acme"})).json()
