@@ -8,11 +8,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from e2e_stack import LocalDns, OtlpReceiver, RelaySink, Stack, seed
+from e2e_stack import LocalDns, OtlpReceiver, Stack, seed
 
 from postroom_contracts.services import registered
 from postroom_testing.nats import NatsServer
 from postroom_testing.procs import STARTUP_SECONDS, ServiceProcess, free_port
+from postroom_testing.smtp import Sink
 
 
 @pytest.fixture
@@ -76,7 +77,8 @@ def otlp() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture
-def relay() -> Iterator[RelaySink]:
-    sink = RelaySink()
+def relay() -> Iterator[Sink]:
+    """The outbound relay the mailer sends to: a real SMTP server on a free port."""
+    sink = Sink().start()
     yield sink
-    sink.close()
+    sink.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import smtplib
 import threading
+import time
 import zipfile
 from dataclasses import dataclass, field
 from email import policy
@@ -239,38 +240,15 @@ class OtlpReceiver:
         self.server.shutdown()
 
 
-class RelaySink:
-    """The outbound relay the mailer sends to: a real aiosmtpd server on a free port, in a
-    thread, keeping every mail it accepted (with the envelope)."""
 
-    def __init__(self) -> None:
-        from aiosmtpd.controller import Controller
-
-        self.received: list[tuple[str, list[str], bytes]] = []
-        self._lock = threading.Lock()
-        sink = self
-
-        class Handler:
-            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-                with sink._lock:
-                    sink.received.append((envelope.mail_from, list(envelope.rcpt_tos),
-                                          bytes(envelope.original_content or envelope.content)))
-                return "250 2.0.0 Ok: queued"
-
-        from postroom_testing.procs import free_port
-
-        self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port,
-                                     decode_data=False, data_size_limit=20 * 1024 * 1024)
-        self.controller.start()
-
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
-
-    def snapshot(self) -> list[tuple[str, list[str], bytes]]:
-        with self._lock:
-            return list(self.received)
-
-    def close(self) -> None:
-        self.controller.stop()
+def wait_until(check: Any, timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something true (returned); AssertionError after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)

@@ -19,6 +19,7 @@ from e2e_stack import (
     order_mail,
     pdf_bytes,
     stream_count,
+    wait_until,
     wire,
     zip_bytes,
 )
@@ -29,17 +30,6 @@ pytestmark = pytest.mark.e2e
 def get_json(url: str) -> object:
     with urllib.request.urlopen(url, timeout=10) as resp:
         return json.loads(resp.read())
-
-
-def wait_until(check, timeout: float = 30.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
 
 
 def test_purchase_order_becomes_documents_an_outside_subscriber_sees(stack: Stack) -> None:

@@ -6,7 +6,6 @@ exactly once; one trace runs from SMTP DATA through the transcriber and the mail
 from __future__ import annotations
 
 import asyncio
-import time
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -14,26 +13,16 @@ from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 
-from e2e_stack import OtlpReceiver, RelaySink, Stack, stream_count
+from e2e_stack import OtlpReceiver, Stack, stream_count, wait_until
 
 from postroom_speech.wer import normalise
+from postroom_testing.smtp import Sink
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP = REPO / "libs/speech/tests/fixtures/voicemail/test_ulaw.wav"
 # what the clip says: "Hello, this is Robert from Contoso. Please call me back about the
 # invoice before Friday."
 KEY_WORDS = {"robert", "invoice", "friday"}
-
-
-def wait_until(check: Any, timeout: float = 120.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
 
 
 def voicemail(to: str, wav: bytes) -> EmailMessage:
@@ -60,7 +49,7 @@ def parse(data: bytes) -> Any:
     return BytesParser(policy=policy.default).parsebytes(data)
 
 
-def test_pbx_voicemail_reaches_the_relay_enhanced_once(start_stack, relay: RelaySink) -> None:
+def test_pbx_voicemail_reaches_the_relay_enhanced_once(start_stack, relay: Sink) -> None:
     stack = start_stack(MAILER_RELAY_URL=relay.url)
     wav = CLIP.read_bytes()
     direct = voicemail("alice@acme.example", wav)
@@ -68,8 +57,9 @@ def test_pbx_voicemail_reaches_the_relay_enhanced_once(start_stack, relay: Relay
     assert stack.send(direct)[0] == 250
     assert stack.send(plus)[0] == 250
 
-    received = wait_until(lambda: (got := relay.snapshot()) and len(got) >= 2 and got)
-    by_rcpt = {tuple(rcpts): (mail_from, data) for mail_from, rcpts, data in received}
+    received = wait_until(lambda: (got := relay.snapshot()) and len(got) >= 2 and got,
+                          timeout=120)
+    by_rcpt = {tuple(r.rcpt_tos): (r.mail_from, r.data) for r in received}
     # the PBX's own addressing is kept; the voicemail address forwards to the tenant's list
     assert set(by_rcpt) == {("alice@acme.example",), ("frontdesk@acme.example",)}
     for (rcpt,), (mail_from, data) in by_rcpt.items():
@@ -92,7 +82,7 @@ def test_pbx_voicemail_reaches_the_relay_enhanced_once(start_stack, relay: Relay
         assert attachments[0].get_content() == wav, f"WAV to {rcpt} changed"
 
     # one delivery each: the events say so, and nothing more arrives at the relay
-    wait_until(lambda: count(stack, "postroom.delivery.sent.acme") == 2)
+    wait_until(lambda: count(stack, "postroom.delivery.sent.acme") == 2, timeout=120)
     assert count(stack, "postroom.voicemail.transcribed.acme") == 2
     assert count(stack, "postroom.delivery.requested.acme") == 2
     assert count(stack, "postroom.delivery.failed.acme") == 0
@@ -100,12 +90,12 @@ def test_pbx_voicemail_reaches_the_relay_enhanced_once(start_stack, relay: Relay
 
 
 def test_one_trace_from_smtp_data_through_transcriber_and_mailer(
-    start_stack, relay: RelaySink, otlp: OtlpReceiver
+    start_stack, relay: Sink, otlp: OtlpReceiver
 ) -> None:
     stack = start_stack(MAILER_RELAY_URL=relay.url, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
                         OTEL_BSP_SCHEDULE_DELAY="100")
     assert stack.send(voicemail("alice@acme.example", CLIP.read_bytes()))[0] == 250
-    wait_until(lambda: len(relay.snapshot()) == 1)
+    wait_until(lambda: len(relay.snapshot()) == 1, timeout=120)
 
     def trace() -> set[str] | None:
         spans = otlp.snapshot()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# importlib mode: make the shared helpers importable (mailer_samples, smtp_sink, ...)
+# importlib mode: make the shared helpers importable (mailer_samples, ...)
 sys.path.insert(0, str(Path(__file__).parent))
 
 from collections.abc import AsyncIterator, Callable
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from mailer_harness import Harness
-from smtp_sink import Sink
 
 from postroom_testing.procs import ManagedProcess, free_port
+from postroom_testing.smtp import Sink
 
 
 @pytest.fixture

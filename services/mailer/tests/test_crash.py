@@ -14,10 +14,10 @@ import mailer_samples as samples
 import pytest
 import sqlalchemy as sa
 from mailer_harness import until_async
-from smtp_sink import Sink
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from postroom_testing.procs import until
+from postroom_testing.smtp import Sink
 
 N = 500
 

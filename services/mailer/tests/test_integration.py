@@ -8,11 +8,11 @@ import time
 
 import mailer_samples as samples
 from mailer_harness import until_async
-from smtp_sink import Sink
 
 from postroom_contracts import DeliveryRequested
 from postroom_runtime.deadletters import replay_dead_letter
 from postroom_testing.procs import until
+from postroom_testing.smtp import Sink
 
 
 def body(msg, kind: str) -> str:

@@ -13,7 +13,8 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from smtp_sink import Sink
+
+from postroom_testing.smtp import Sink
 
 
 @pytest.fixture

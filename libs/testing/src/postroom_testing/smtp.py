@@ -1,5 +1,6 @@
-"""An SMTP sink for the mailer's tests: a real aiosmtpd server on a free port, in a thread,
-that records what it accepts and answers DATA as the test scripts it (451, 550, 250...)."""
+"""An SMTP sink for tests (the relay the mailer sends to, in its own and the end-to-end tests):
+a real aiosmtpd server on a free port, in a thread, that records what it accepts and answers
+DATA as the test scripts it (451, 550, 250...)."""
 
 from __future__ import annotations
 
@@ -132,6 +133,10 @@ class Sink:
     @property
     def received(self) -> list[Received]:
         return self.handler.received
+
+    def snapshot(self) -> list[Received]:
+        with self.handler.lock:
+            return list(self.handler.received)
 
     def message_ids(self) -> Counter[str]:
         with self.handler.lock:
