@@ -75,6 +75,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         processed_at="2026-12-01T09:00:00Z", processor_id="classifier-1",
         processing_time_ms=2.4, scores={"order": 0.9, "unknown": 0.1},
         model_version="2026.12.1-abc123", spam_score=None),
+    "mail.label_corrected": dict(
+        correction_id="c-0001", email_id="<po-4411@supplier.example>", label="order",
+        previous_label="support", previous_model_version="2026.12.1-abc123",
+        corrected_by="acme-operator", raw=BLOB),
     "reply.drafted": dict(reply_id="r1", to=["a@b.example"], subject="Re: x", body_text="hi",
                           model="m"),
     "delivery.requested": dict(delivery_id="dlv-0001", kind="voicemail",

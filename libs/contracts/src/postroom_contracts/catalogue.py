@@ -17,7 +17,14 @@ from typing import Any
 from .compatibility import incompatibilities
 from .events import BY_TYPE, CATALOGUE, DeadLetter, Event
 from .headers import EVENT_TYPE, HEADERS, REQUIRED, SCHEMA_VERSION
-from .services import ServiceRegistryError, ServiceSpec, consumers, producers, registered
+from .services import (
+    ServiceRegistryError,
+    ServiceSpec,
+    consumers,
+    producers,
+    projectors,
+    registered,
+)
 from .subjects import DEAD_LETTERS, DLQ_PREFIX, EVENTS, PREFIX, dlq_subject, subject_filter
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -67,6 +74,7 @@ def asyncapi_document(services: Iterable[ServiceSpec] | None = None) -> dict[str
     by_service = {spec.name: spec for spec in specs}
     senders = producers(specs)
     receivers = consumers(specs)
+    readers = projectors(specs)
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
@@ -97,6 +105,8 @@ def asyncapi_document(services: Iterable[ServiceSpec] | None = None) -> dict[str
             who.append("Consumed by " + ", ".join(
                 f"{service} (durable consumer {consumer.durable})"
                 for service, consumer in consumed_by) + ".")
+        if readers:
+            who.append("Read by " + ", ".join(readers) + " (projection of every event).")
         channels[name] = {
             "address": f"{PREFIX}.{event.event_type}.{{tenant}}",
             "title": event.event_type + (" (draft)" if event.draft else ""),
@@ -129,6 +139,20 @@ def asyncapi_document(services: Iterable[ServiceSpec] | None = None) -> dict[str
                 "tags": [{"name": service}],
                 "messages": message_refs,
                 "x-durable-consumer": consumer.durable,
+            })
+        for service in readers:
+            add_operation(f"{service}_projects_{name}", {
+                "action": "receive",
+                "channel": channel_ref,
+                "title": f"{service} reads {event.event_type}",
+                "summary": by_service[service].summary,
+                "description": (
+                    f"Ordered consumer on stream {EVENTS.name} (every event type, every "
+                    f"tenant) from the position {service} keeps in its own store; no durable "
+                    "consumer on the server, no dead letters."
+                ),
+                "tags": [{"name": service}],
+                "messages": message_refs,
             })
     messages["dead_letter"] = {
         "name": "DeadLetter",

@@ -521,6 +521,27 @@ class MailClassified(Event):
         default=None, description="SpamAssassin's score when spamd is configured")
 
 
+class MailLabelCorrected(Event):
+    """A person corrected a mail's label (in the console): the classifier keeps the correction
+    and ``postroom classifier train`` learns from it in the next model version."""
+
+    event_type: ClassVar[str] = "mail.label_corrected"
+    schema_version: ClassVar[int] = 1
+    draft: ClassVar[bool] = True
+
+    correction_id: str = Field(description="Unique id of this correction")
+    email_id: str = Field(description="The mail's Message-ID")
+    label: ClassificationLabel = Field(description="The right label, as the person said")
+    previous_label: ClassificationLabel | None = Field(
+        default=None, description="The label the mail had (None: never classified)")
+    previous_model_version: str | None = Field(
+        default=None, description="Model version that gave the previous label")
+    corrected_by: str = Field(description="Who corrected it: the name of the console API key")
+    raw: BlobRef | None = Field(
+        default=None, description="The raw mail (as in mail.received), what the model learns "
+        "from; None: not known to the console")
+
+
 class ReplyDrafted(Event):
     """Draft: an AI reply was drafted for a mail."""
 
@@ -638,6 +659,7 @@ CATALOGUE: tuple[type[Event], ...] = (
     MailAuthenticated,
     VoicemailTranscribed,
     MailClassified,
+    MailLabelCorrected,
     ReplyDrafted,
     DeliveryRequested,
     DeliverySent,

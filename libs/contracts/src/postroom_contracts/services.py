@@ -98,6 +98,11 @@ class ServiceSpec:
     publishes: tuple[type[Event], ...] = ()
     ports: tuple[Port, ...] = ()
     """Container ports besides HTTP (compose, Helm, Dockerfile EXPOSE)."""
+    projects: bool = False
+    """Reads every event of the catalogue in stream order with an ordered (ephemeral) consumer
+    from the position kept in its own store, and builds a read model from them (a projection:
+    the console). No durable consumer on the server and no dead letters: a rebuild drops the
+    read model and reads the stream again from its first message."""
     database: bool = True
     """Owns a PostgreSQL database named like :attr:`store_name` (deploy/postgres/init.sql, the
     DATABASE_URL of compose and of the chart's database.urls)."""
@@ -193,6 +198,11 @@ def producers(specs: Iterable[ServiceSpec]) -> dict[str, list[str]]:
         for event in spec.publishes:
             out.setdefault(event.event_type, []).append(spec.name)
     return out
+
+
+def projectors(specs: Iterable[ServiceSpec]) -> list[str]:
+    """Names of the services that read every event (``projects``)."""
+    return [spec.name for spec in specs if spec.projects]
 
 
 def consumers(specs: Iterable[ServiceSpec]) -> dict[str, list[tuple[str, Consumes]]]:
