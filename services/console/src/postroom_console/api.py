@@ -480,8 +480,8 @@ class Api:
                     last_sent = sequence
             finally:
                 reader.cancel()
-        except (WebSocketDisconnect, RuntimeError):
-            return
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return  # the client went away (while we were sending)
         finally:
             self.broadcaster.disconnect(client)
 
