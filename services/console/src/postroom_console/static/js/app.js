@@ -69,10 +69,10 @@ function renderShell(session, name) {
     else a.removeAttribute("aria-current");
   }
   const who = document.getElementById("who");
+  const scope = session.admin ? "admin" : session.tenant || "tenant";
   clear(who).append(
-    h("span", { class: "who-name" }, session.name || "key"),
-    h("span", { class: ["who-scope", session.admin ? "admin" : "tenant"] },
-      session.admin ? "admin" : session.tenant || "tenant"),
+    ...(session.name && session.name !== scope ? [h("span", { class: "who-name" }, session.name)] : []),
+    h("span", { class: ["who-scope", session.admin ? "admin" : "tenant"], title: session.admin ? "admin key: every tenant" : `tenant key: ${scope} only` }, scope),
   );
 }
 

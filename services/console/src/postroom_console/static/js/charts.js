@@ -3,7 +3,8 @@
 
 import { h, s } from "./dom.js";
 
-const W = 720;
+// Charts are drawn at the pixel width of their box (viewBox = real size), so text stays at
+// its CSS size whatever the screen; the stats page draws them again when the window resizes.
 
 function niceMax(v) {
   if (v <= 0) return 1;
@@ -16,7 +17,7 @@ function niceMax(v) {
  * Vertical bars over time: points = [{key, label, value, title}]. The svg scales to its box
  * (viewBox), so one chart fits a laptop and a wide screen.
  */
-export function barChart(points, { id, height = 180, unit = "mails", every = 1 } = {}) {
+export function barChart(points, { id, width: W = 720, height = 180, unit = "mails", every = 1 } = {}) {
   const pad = { l: 40, r: 8, t: 10, b: 24 };
   const max = niceMax(Math.max(0, ...points.map((p) => p.value)));
   const innerW = W - pad.l - pad.r;
@@ -25,7 +26,7 @@ export function barChart(points, { id, height = 180, unit = "mails", every = 1 }
   const bw = Math.max(1, step * 0.78);
   const svg = s("svg", {
     id, class: "chart bars", viewBox: `0 0 ${W} ${height}`, role: "img",
-    "aria-label": `${unit} per bucket, max ${max}`, preserveAspectRatio: "xMidYMid meet",
+    width: W, height, "aria-label": `${unit} per bucket, max ${max}`,
   });
   for (const frac of [0, 0.5, 1]) {
     const y = pad.t + innerH - frac * innerH;
@@ -50,13 +51,13 @@ export function barChart(points, { id, height = 180, unit = "mails", every = 1 }
 }
 
 /** Horizontal bars for categories (labels): [{key, value}] largest first. */
-export function hbarChart(points, { id, unit = "mails" } = {}) {
+export function hbarChart(points, { id, width: W = 360, unit = "mails" } = {}) {
   const row = 22;
   const pad = { l: 90, r: 60 };
   const height = Math.max(row, points.length * row) + 4;
   const max = Math.max(1, ...points.map((p) => p.value));
-  const svg = s("svg", { id, class: "chart hbars", viewBox: `0 0 ${W / 2} ${height}`, role: "img", "aria-label": `${unit} per label` });
-  const innerW = W / 2 - pad.l - pad.r;
+  const svg = s("svg", { id, class: "chart hbars", viewBox: `0 0 ${W} ${height}`, width: W, height, role: "img", "aria-label": `${unit} per label` });
+  const innerW = W - pad.l - pad.r;
   points.forEach((p, i) => {
     const y = 2 + i * row;
     const bw = (p.value / max) * innerW;
@@ -67,7 +68,7 @@ export function hbarChart(points, { id, unit = "mails" } = {}) {
       s("text", { class: "axis val", x: pad.l + bw + 6, y: y + 15 }, p.value.toLocaleString("en")),
     );
   });
-  if (!points.length) svg.append(s("text", { class: "axis", x: W / 4, y: 16, "text-anchor": "middle" }, "no data"));
+  if (!points.length) svg.append(s("text", { class: "axis", x: W / 2, y: 16, "text-anchor": "middle" }, "no data"));
   return svg;
 }
 

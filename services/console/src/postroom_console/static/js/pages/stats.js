@@ -53,7 +53,11 @@ export function mount(view, { query, session, navigate, live }) {
     content,
   );
 
+  let last = null;
   function render(st) {
+    last = st;
+    const full = Math.max(300, content.clientWidth - 34); // card padding and border
+    const half = window.innerWidth > 1000 ? Math.max(300, (content.clientWidth - 14) / 2 - 34) : full;
     const totals = st.totals || {};
     const ms = st.processing_ms || {};
     const proj = st.projection || {};
@@ -75,10 +79,10 @@ export function mount(view, { query, session, navigate, live }) {
       ),
       h("div", { class: "chart-grid" },
         h("section", { class: "card wide" }, h("h2", {}, "Volume per hour"),
-          barChart(perHour, { id: "stats-volume", every: Math.max(1, Math.ceil(perHour.length / 12)) })),
-        h("section", { class: "card" }, h("h2", {}, "Per label"), hbarChart(perLabel, { id: "stats-labels" })),
+          barChart(perHour, { id: "stats-volume", width: full, every: Math.max(1, Math.ceil(perHour.length / 12)) })),
+        h("section", { class: "card" }, h("h2", {}, "Per label"), hbarChart(perLabel, { id: "stats-labels", width: half })),
         h("section", { class: "card" }, h("h2", {}, "Volume per day"),
-          barChart(perDay, { id: "stats-daily", every: Math.max(1, Math.ceil(perDay.length / 10)) })),
+          barChart(perDay, { id: "stats-daily", width: half, height: 150, every: Math.max(1, Math.ceil(perDay.length / 10)) })),
       ),
       h("section", { class: "card" }, h("h2", {}, "Consumers"),
         consumers.length
@@ -119,9 +123,17 @@ export function mount(view, { query, session, navigate, live }) {
     const wait = Math.max(300, 2000 - (Date.now() - lastLoad));
     soon = setTimeout(() => { soon = null; load(); }, wait);
   });
+  let resizeTimer = null;
+  const onResize = () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => { if (last && alive) render(last); }, 150);
+  };
+  window.addEventListener("resize", onResize);
   load();
   return () => {
     alive = false;
+    window.removeEventListener("resize", onResize);
+    clearTimeout(resizeTimer);
     clearTimeout(timer);
     clearTimeout(soon);
     off();
