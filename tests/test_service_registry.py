@@ -327,8 +327,9 @@ def check_embedded_stack(specs: tuple[ServiceSpec, ...], services: tuple[Any, ..
 
 
 def check_catalogue(specs: tuple[ServiceSpec, ...], doc: dict[str, Any]) -> list[str]:
-    """Every publisher has its send operation, every durable consumer its receive operation;
-    no operation of a service that does not declare it."""
+    """Every publisher has its send operation, every durable consumer its receive operation,
+    every projecting service (``projects``) a receive operation per event type; no operation
+    of a service that does not declare it."""
     problems = list(service_problems(specs))
     operations = doc.get("operations", {})
     expected: dict[str, tuple[str, str, str]] = {}
@@ -337,6 +338,10 @@ def check_catalogue(specs: tuple[ServiceSpec, ...], doc: dict[str, Any]) -> list
             expected[_send_operation_id(spec.name, event)] = ("send", spec.name, event.event_type)
         for consumer in spec.consumes:
             expected[consumer.durable] = ("receive", spec.name, consumer.event.event_type)
+        if spec.projects:
+            for event in CATALOGUE:
+                key = f"{spec.name}_projects_{event.event_type.replace('.', '_')}"
+                expected[key] = ("receive", spec.name, event.event_type)
     channels = {f"#/channels/{key}": channel["address"]
                 for key, channel in doc.get("channels", {}).items()}
     for key, (action, service, event_type) in expected.items():

@@ -5,3 +5,4 @@ CREATE DATABASE attachment_extractor OWNER postroom;
 CREATE DATABASE transcriber OWNER postroom;
 CREATE DATABASE mailer OWNER postroom;
 CREATE DATABASE classifier OWNER postroom;
+CREATE DATABASE console OWNER postroom;

@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -46,6 +47,7 @@ DEFAULT_DATA_DIR = Path(".postroom")
 DEFAULT_MONITOR_PORT = 18222
 DEFAULT_SMTP_PORT = 1025
 TENANTS_SEED = Path("deploy") / "tenants.yaml"
+CONSOLE_KEY_FILE = "console-admin-key"
 NATS_READY_TIMEOUT = 30.0
 
 
@@ -73,6 +75,11 @@ class StackConfig:
     ready_timeout: float = 60.0
     skip: tuple[str, ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)  # from --env-file
+    # the console's admin key for this data dir (generated once, kept in CONSOLE_KEY_FILE) and
+    # the console's address: filled in by the stack at start, read by the console's spec
+    # (embedded_env, embedded_addresses)
+    console_admin_key: str = ""
+    console_url: str = ""
 
     @property
     def nats_url(self) -> str:
@@ -166,6 +173,23 @@ def nats_config(cfg: StackConfig, store_dir: Path, pid_file: Path) -> str:
         "}",
         "",
     ])
+
+
+def console_admin_key(data_dir: Path) -> str:
+    """The console's admin key of a data dir: generated on the first start (a random
+    ``pr_<key id>_<secret>``), kept in ``<data dir>/console-admin-key`` (mode 0600)."""
+    path = data_dir / CONSOLE_KEY_FILE
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if key:
+        return key
+    key = f"pr_{secrets.token_hex(6)}_{secrets.token_urlsafe(24)}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    return key
 
 
 def serves_smtp(service: Service) -> bool:
@@ -344,6 +368,7 @@ class Stack:
         tenants = self._load_tenants()
         if any(serves_smtp(service) for service in services):
             self._smtp_certificate()
+        self._console_settings(services)
 
         # nats-server
         nats_dir = cfg.data_dir.resolve() / "nats"
@@ -407,6 +432,21 @@ class Stack:
                          + f" the self-signed SMTP certificate {self.tls.cert}")
         self._tls_line = (f"STARTTLS offered with a self-signed certificate {self.tls.cert} "
                           f"(SHA-256 {self.tls.sha256})")
+
+    def _console_settings(self, services: list[Service]) -> None:
+        """The console's admin key (the user's CONSOLE_ADMIN_KEY, else the data dir's own)
+        and its address, for its spec's templates."""
+        console = next((s for s in services if s.name == "console"), None)
+        if console is None:
+            return
+        user = {**self.environ, **self.cfg.extra_env}.get("CONSOLE_ADMIN_KEY", "").strip()
+        try:
+            self.cfg.console_admin_key = user or console_admin_key(self.cfg.data_dir.resolve())
+        except OSError as exc:
+            raise StackError(f"cannot keep the console's admin key in {self.cfg.data_dir}: "
+                             f"{exc.strerror or exc}") from None
+        port = console.http_port_from(self.cfg.http_port_base)
+        self.cfg.console_url = f"http://{probe_host({'HTTP_HOST': self.cfg.host})}:{port}/"
 
     def _write_nats_log(self, text: str) -> None:
         if self._nats_log is not None:

@@ -527,7 +527,6 @@ class MailLabelCorrected(Event):
 
     event_type: ClassVar[str] = "mail.label_corrected"
     schema_version: ClassVar[int] = 1
-    draft: ClassVar[bool] = True
 
     correction_id: str = Field(description="Unique id of this correction")
     email_id: str = Field(description="The mail's Message-ID")

@@ -1,0 +1,1 @@
+"""console: the read side of Postroom (projection of every event, REST, WebSocket, dashboard)."""

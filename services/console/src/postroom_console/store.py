@@ -1,0 +1,159 @@
+"""console's own tables: the read model (a projection of the event stream), the position it
+was built to, the API keys and the label corrections made here.
+
+The projection tables (``mails``, ``timeline``, ``deliveries``, ``projection_failures``) are
+derived data: a rebuild deletes their rows and reads the stream again. ``api_keys`` and
+``corrections`` are the console's own facts and survive a rebuild. Every list the API serves
+has an index on its filter followed by its keyset order, so a page is an index range scan
+whatever the table size.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from postroom_runtime import add_runtime_tables
+
+metadata = MetaData()
+
+PROJECTION = "events"  # projection_state.name of the one projection
+
+mails = Table(
+    "mails",
+    metadata,
+    Column("mail_key", String(64), primary_key=True),
+    Column("tenant", String(63), nullable=False),
+    Column("message_id", Text, nullable=True),
+    Column("source", String(16), nullable=True),
+    Column("mailbox", String(255), nullable=True),
+    Column("envelope_from", Text, nullable=True),
+    Column("header_from", Text, nullable=True),
+    Column("recipients", JSON, nullable=False),
+    Column("subject", Text, nullable=True),
+    # mail.received's occurred_at; until it is seen, the first event's (keyset order: not null)
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("size", BigInteger, nullable=True),
+    Column("raw", JSON, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("label", String(16), nullable=True),
+    Column("confidence", Float, nullable=True),
+    Column("scores", JSON, nullable=True),
+    Column("model_version", String(64), nullable=True),
+    Column("spam_score", Float, nullable=True),
+    Column("processor_id", String(128), nullable=True),
+    Column("classified_at", DateTime(timezone=True), nullable=True),
+    Column("classify_ms", Float, nullable=True),  # the classifier's processing_time_ms
+    Column("corrected_label", String(16), nullable=True),
+    Column("corrected_by", String(128), nullable=True),
+    Column("trace_id", String(32), nullable=True),
+    Column("processing_ms", Float, nullable=True),  # received -> classified
+    Column("has_html", Integer, nullable=False),
+    Column("documents", Integer, nullable=False),
+    Column("transcripts", Integer, nullable=False),
+    Column("deliveries", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("last_sequence", BigInteger, nullable=False),
+    Index("ix_mails_received", "received_at", "mail_key"),
+    Index("ix_mails_tenant_received", "tenant", "received_at", "mail_key"),
+    Index("ix_mails_label_received", "label", "received_at", "mail_key"),
+    Index("ix_mails_status_received", "status", "received_at", "mail_key"),
+    Index("ix_mails_tenant_label_received", "tenant", "label", "received_at", "mail_key"),
+    Index("ix_mails_tenant_status_received", "tenant", "status", "received_at", "mail_key"),
+    Index("ix_mails_message_id", "message_id"),
+)
+
+timeline = Table(
+    "timeline",
+    metadata,
+    Column("sequence", BigInteger, primary_key=True, autoincrement=False),  # stream sequence
+    Column("mail_key", String(64), nullable=False),
+    Column("tenant", String(63), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("event_id", String(128), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("trace_id", String(32), nullable=True),
+    Index("ix_timeline_mail", "mail_key", "sequence"),
+    Index("ix_timeline_tenant", "tenant", "sequence"),
+    Index("ix_timeline_event_id", "event_id"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("delivery_id", String(128), primary_key=True),
+    Column("mail_key", String(64), nullable=False),
+    Column("tenant", String(63), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("to", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # requested | sent | failed
+    Column("requested_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("relay", String(255), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("message_id", Text, nullable=True),
+    Column("sequence", BigInteger, nullable=False),  # of delivery.requested (keyset order)
+    Index("ix_deliveries_sequence", "sequence"),
+    Index("ix_deliveries_mail", "mail_key"),
+    Index("ix_deliveries_status_sequence", "status", "sequence"),
+    Index("ix_deliveries_tenant_sequence", "tenant", "sequence"),
+    Index("ix_deliveries_tenant_status_sequence", "tenant", "status", "sequence"),
+)
+
+projection_state = Table(
+    "projection_state",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("last_sequence", BigInteger, nullable=False),
+    Column("rebuilt_at", DateTime(timezone=True), nullable=True),
+)
+
+projection_failures = Table(
+    "projection_failures",
+    metadata,
+    Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("subject", String(255), nullable=False),
+    Column("mail_key", String(64), nullable=True),
+    Column("error", Text, nullable=False),
+    Column("failed_at", DateTime(timezone=True), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("tenant", String(63), nullable=True),  # NULL: admin
+    Column("secret_hash", String(64), nullable=False),  # sha256 hex of the secret
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+corrections = Table(
+    "corrections",
+    metadata,
+    Column("correction_id", String(64), primary_key=True),
+    Column("mail_key", String(64), nullable=False),
+    Column("tenant", String(63), nullable=False),
+    Column("label", String(16), nullable=False),
+    Column("previous_label", String(16), nullable=True),
+    Column("corrected_by", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_corrections_mail", "mail_key"),
+)
+
+processed_messages, outbox = add_runtime_tables(metadata)
+
+PROJECTION_TABLES = (mails, timeline, deliveries, projection_failures)
