@@ -64,13 +64,6 @@ export async function api(path, { method = "GET", params, body, key = auth.key, 
   return type.includes("json") ? res.json() : res.text();
 }
 
-/** The raw text of a response with the auth header (the mail's HTML for a srcdoc frame). */
-export async function fetchText(path) {
-  const res = await fetch(buildUrl(path), { headers: headers(auth.key, { Accept: "text/html" }) });
-  if (!res.ok) throw new ApiError(res.status, await problemOf(res));
-  return res.text();
-}
-
 function filenameFrom(disposition) {
   if (!disposition) return null;
   const star = /filename\*\s*=\s*UTF-8''([^;]+)/i.exec(disposition);

@@ -118,6 +118,9 @@ function signOut() {
 unauthorizedListeners.add(() => {
   if (auth.session) signOut();
 });
+live.on("unauthorized", () => {
+  if (auth.session) signOut();
+});
 
 document.getElementById("signout").addEventListener("click", signOut);
 

@@ -102,6 +102,10 @@ export class LiveFeed extends EventTarget {
       this.dispatchEvent(new CustomEvent("resync", { detail: msg }));
     } else if (msg.type === "hello") {
       this.noteSequence(msg.position ?? msg.sequence);
+    } else if (msg.type === "error" && msg.status === 401) {
+      // The key is not valid (revoked?): retrying would not help.
+      this.stop();
+      this.dispatchEvent(new CustomEvent("unauthorized"));
     } else if (msg.type === "stats") {
       this.dispatchEvent(new CustomEvent("stats", { detail: msg }));
     }

@@ -3,12 +3,18 @@
 // transcripts, replies, deliveries and the body (HTML sanitised by the server, shown in a
 // sandboxed frame). Updates itself when an event for this mail arrives on the live feed.
 
-import { ApiError, api, download, fetchText } from "../api.js";
+import { ApiError, api, auth, download } from "../api.js";
 import {
   LABELS, clear, confidenceCell, debounce, facts, fmtBytes, fmtMs, fmtPct, fmtStamp, h,
   labelBadge, statusBadge, timeCell, toast,
 } from "../dom.js";
 import { listHref } from "./mails.js";
+
+function withKey(path) {
+  const url = new URL(path, location.origin);
+  url.searchParams.set("key", auth.key);
+  return url.pathname + url.search;
+}
 
 function section(id, title, ...content) {
   return h("section", { id, class: "card" }, h("h2", {}, title), ...content);
@@ -228,15 +234,11 @@ function body(detail) {
         referrerpolicy: "no-referrer", loading: "lazy", class: "body-html",
       });
       panel.append(frame);
-      if (detail.html_url.includes("?")) {
-        // A signed, short-lived URL: the server's own CSP for the frame applies.
-        frame.src = detail.html_url;
-      } else {
-        // No token: fetch with the auth header and show it as srcdoc (still fully sandboxed).
-        fetchText(detail.html_url)
-          .then((html) => { frame.srcdoc = html; })
-          .catch((err) => panel.append(h("p", { class: "error" }, `HTML not available: ${err.message}`)));
-      }
+      // A frame cannot send the auth header; the HTML route takes the key as a query
+      // parameter instead (as the WebSocket does). The response carries its own CSP
+      // (inline styles of the mail allowed, nothing else, sandbox) and the frame has every
+      // sandbox flag: no scripts, no same origin, no forms, no top navigation.
+      frame.src = withKey(detail.html_url);
     }
   };
   for (const [name, text] of [["text", "Text"], ...(hasHtml ? [["html", "HTML"]] : [])]) {

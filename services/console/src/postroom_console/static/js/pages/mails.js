@@ -45,7 +45,7 @@ function apiParams(filters) {
 /** Would the server list this mail under these filters? (for rows arriving live) */
 export function matches(filters, mail) {
   if (filters.tenant && mail.tenant !== filters.tenant) return false;
-  if (filters.label && mail.label !== filters.label && mail.corrected_label !== filters.label) return false;
+  if (filters.label && mail.label !== filters.label) return false; // the model's label, as the API filters
   if (filters.status && mail.status !== filters.status) return false;
   if (filters.sender) {
     const needle = filters.sender.toLowerCase();
