@@ -15,8 +15,34 @@ function hourLabel(iso) {
 }
 
 function dayLabel(iso) {
-  const d = new Date(iso.length === 10 ? `${iso}T00:00:00` : iso);
+  const d = new Date(iso.length === 10 ? `${iso}T00:00:00` : iso); // the UTC day, as written
   return Number.isNaN(d.getTime()) ? String(iso) : `${d.getMonth() + 1}/${d.getDate()}`;
+}
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+
+/** Every hour of the period, empty ones as 0 (the API lists only hours that had mail). */
+export function fillHours(perHour, hours, now = Date.now()) {
+  const counts = new Map(perHour.map((p) => [Date.parse(p.hour), p.count]));
+  const last = Math.floor(now / HOUR) * HOUR; // UTC hour boundaries, as the API buckets
+  const out = [];
+  for (let t = last - (hours - 1) * HOUR; t <= last; t += HOUR) {
+    out.push({ hour: new Date(t).toISOString(), count: counts.get(t) || 0 });
+  }
+  return out;
+}
+
+/** The last ``days`` UTC days, empty ones as 0. */
+export function fillDays(perDay, days, now = Date.now()) {
+  const counts = new Map(perDay.map((p) => [String(p.day).slice(0, 10), p.count]));
+  const today = Math.floor(now / DAY) * DAY;
+  const out = [];
+  for (let t = today - (days - 1) * DAY; t <= today; t += DAY) {
+    const day = new Date(t).toISOString().slice(0, 10);
+    out.push({ day, count: counts.get(day) || 0 });
+  }
+  return out;
 }
 
 export function mount(view, { query, session, navigate, live }) {
@@ -61,8 +87,9 @@ export function mount(view, { query, session, navigate, live }) {
     const totals = st.totals || {};
     const ms = st.processing_ms || {};
     const proj = st.projection || {};
-    const perHour = (st.per_hour || []).map((p) => ({ key: p.hour, label: hourLabel(p.hour), value: p.count, title: `${new Date(p.hour).toLocaleString()}: ${p.count} mails` }));
-    const perDay = (st.per_day || []).map((p) => ({ key: p.day, label: dayLabel(p.day), value: p.count, title: `${p.day}: ${p.count} mails` }));
+    const days = Math.min(31, Math.max(7, Math.ceil(Number(hours) / 24) + 1));
+    const perHour = fillHours(st.per_hour || [], Number(hours)).map((p) => ({ key: p.hour, label: hourLabel(p.hour), value: p.count, title: `${new Date(p.hour).toLocaleString()}: ${p.count} mails` }));
+    const perDay = fillDays(st.per_day || [], days).map((p) => ({ key: p.day, label: dayLabel(p.day), value: p.count, title: `${p.day}: ${p.count} mails` }));
     const perLabel = Object.entries(st.per_label || {}).map(([key, value]) => ({ key, value })).sort((a, b) => b.value - a.value);
     const lag = Number(proj.lag || 0);
     const consumers = st.consumers || [];
