@@ -6,6 +6,10 @@ import { h, s } from "./dom.js";
 // Charts are drawn at the pixel width of their box (viewBox = real size), so text stays at
 // its CSS size whatever the screen; the stats page draws them again when the window resizes.
 
+function tick(v) {
+  return Number.isInteger(v) ? v.toLocaleString("en") : v.toFixed(1);
+}
+
 function niceMax(v) {
   if (v <= 0) return 1;
   const p = 10 ** Math.floor(Math.log10(v));
@@ -32,7 +36,7 @@ export function barChart(points, { id, width: W = 720, height = 180, unit = "mai
     const y = pad.t + innerH - frac * innerH;
     svg.append(
       s("line", { class: "grid-line", x1: pad.l, x2: W - pad.r, y1: y, y2: y }),
-      s("text", { class: "axis", x: pad.l - 6, y: y + 4, "text-anchor": "end" }, String(Math.round(max * frac))),
+      s("text", { class: "axis", x: pad.l - 6, y: y + 4, "text-anchor": "end" }, tick(max * frac)),
     );
   }
   points.forEach((p, i) => {

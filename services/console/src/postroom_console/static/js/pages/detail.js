@@ -144,8 +144,8 @@ function documents(detail) {
       h("div", { class: "doc-name" }, h("strong", {}, d.filename), " ", button),
       h("div", { class: "muted small" }, [
         d.sniffed_content_type || d.declared_content_type, fmtBytes(d.size),
-        meta.pages != null ? `${meta.pages} pages` : null,
-        meta.rows != null ? `${meta.rows} rows` : null,
+        meta.pages != null ? `${meta.pages} page${meta.pages === 1 ? "" : "s"}` : null,
+        meta.rows != null ? `${meta.rows} row${meta.rows === 1 ? "" : "s"}` : null,
         meta.sheets ? `sheets: ${meta.sheets.join(", ")}` : null,
         d.supported === false ? "not read" : null, meta.error,
       ].filter(Boolean).join(" · ")),
@@ -246,6 +246,7 @@ function body(detail) {
     b.addEventListener("click", () => show(name));
     tabs.append(b);
   }
+  tabs.hidden = !hasHtml; // one view only: no tabs to choose from
   wrap.append(h("div", { class: "body-head" }, h("h2", {}, "Body"), tabs), panel);
   show(detail.body_text || !hasHtml ? "text" : "html");
   return wrap;
