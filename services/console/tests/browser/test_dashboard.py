@@ -12,6 +12,7 @@ from typing import Any
 
 from console_harness import ADMIN_KEY, Bus, Console
 from dashboard_helpers import count_loads, sign_in
+from e2e_stack import seed
 from nats.js.api import AckPolicy, ConsumerConfig
 from playwright.async_api import Page, expect
 
@@ -292,3 +293,29 @@ async def test_the_live_feed_resumes_after_the_console_restarts(
     after = await bus.mail(subject="After the restart")
     await expect(row(page, after.mail_key)).to_be_visible()
     assert loads == []
+
+
+async def test_outbox_and_tenants_pages(console: Console, bus: Bus, nats_url: str, page: Page,
+                                        screenshot: Callable[..., Any]) -> None:
+    await seed(nats_url)  # deploy/tenants.yaml into the registry, as the stack does
+    sent = await bus.mail(subject="Forward me")
+    await console.caught_up(bus)
+    await sign_in(page, console.url, ADMIN_KEY)
+
+    await page.click('#nav a[data-route="outbox"]')
+    delivery = page.locator(f'#outbox-table tr[data-delivery-id="fwd-{sent.mail_key}"]')
+    await expect(delivery).to_contain_text("alice@acme.example")
+    await expect(delivery.locator(".status")).to_have_text("sent")
+    await screenshot(page, "outbox")
+    await delivery.locator("a").click()
+    await expect(page.locator(".detail")).to_have_attribute("data-mail-key", sent.mail_key)
+
+    await page.keyboard.press("g")
+    await page.keyboard.press("t")
+    acme = page.locator('#tenants-table tr[data-tenant="acme"]')
+    await expect(acme).to_contain_text("ACME GmbH")
+    await expect(acme).to_contain_text("intake.example.com")
+    await expect(acme).to_contain_text("demo-pbx")
+    await acme.locator("a").click()
+    await expect(page.locator("#filter-tenant")).to_have_value("acme")
+    await expect(row(page, sent.mail_key)).to_be_visible()
