@@ -16,7 +16,8 @@ export function mount(view, { query, signedIn }) {
     input,
     h("p", { id: "signin-hint", class: "hint" },
       "An admin key sees every tenant; a tenant key sees its own mail. ",
-      "The key is kept in this tab only."),
+      "The key is kept in this tab only. ",
+      "scripts/stack prints an admin key when it starts."),
     error,
     button,
   );

@@ -1,6 +1,6 @@
 // Figures an operator glances at: volume per hour and day, labels, latency percentiles,
 // consumer lag per service and the console's own projection lag. Refreshed every few seconds
-// and soon after live events (at most every 2 s).
+// and soon after live events (at most every 3 s).
 
 import { api } from "../api.js";
 import { barChart, hbarChart, tile } from "../charts.js";
@@ -8,6 +8,9 @@ import { clear, fmtInt, fmtMs, fmtPct, h, timeCell, toast } from "../dom.js";
 import { tenantsOf } from "./mails.js";
 
 const REFRESH_MS = 10_000;
+// Live events refresh the figures, at most this often: a busy stream must not turn every
+// open stats page into a stream of heavy queries.
+const MIN_GAP_MS = 3_000;
 
 function hourLabel(iso) {
   const d = new Date(iso);
@@ -147,7 +150,7 @@ export function mount(view, { query, session, navigate, live }) {
   let soon = null;
   const off = live.on("event", () => {
     if (soon) return;
-    const wait = Math.max(300, 2000 - (Date.now() - lastLoad));
+    const wait = Math.max(300, MIN_GAP_MS - (Date.now() - lastLoad));
     soon = setTimeout(() => { soon = null; load(); }, wait);
   });
   let resizeTimer = null;
