@@ -8,6 +8,9 @@ import {
 } from "../dom.js";
 
 const PAGE_SIZE = 100;
+// A page left open all day keeps at most this many rows: while the operator looks at the top,
+// rows beyond it are dropped from the bottom (scrolling down fetches them again).
+const MAX_ROWS = 2000;
 const FILTERS = ["tenant", "label", "status", "sender", "q", "since", "until"];
 
 // The list as it was when the page was left, so "back" from a mail shows the same rows at the
@@ -81,6 +84,7 @@ export function mount(view, { query, session, navigate, live }) {
   const showTenant = session.admin;
   const rows = new Map(); // mail_key -> {mail, tr}
   let nextCursor = null;
+  let tailUntil = null; // after a trim: the next page is the mail older than this
   let done = false;
   let loading = null; // AbortController of the page being fetched
   let generation = 0; // bumps on reload so a late page of an old query is dropped
@@ -221,11 +225,12 @@ export function mount(view, { query, session, navigate, live }) {
     const gen = generation;
     footer.textContent = rows.size ? "Loading more…" : "Loading…";
     try {
-      const body = await api("/api/v1/mails", {
-        params: { ...apiParams(filters), limit: PAGE_SIZE, cursor: nextCursor || undefined },
-        signal: ctl.signal,
-      });
+      const params = { ...apiParams(filters), limit: PAGE_SIZE };
+      if (nextCursor) params.cursor = nextCursor;
+      else if (tailUntil) params.until = tailUntil;
+      const body = await api("/api/v1/mails", { params, signal: ctl.signal });
       if (gen !== generation) return;
+      tailUntil = null;
       append(body.items || []);
       nextCursor = body.next_cursor || null;
       done = !nextCursor;
@@ -248,6 +253,25 @@ export function mount(view, { query, session, navigate, live }) {
     return r.top < window.innerHeight + 800;
   }
 
+  /** Drop the oldest rows down to MAX_ROWS - PAGE_SIZE; paging resumes before the last kept. */
+  function trim() {
+    while (rows.size > MAX_ROWS - PAGE_SIZE) {
+      const last = tbody.lastElementChild;
+      if (!last || !last.dataset.mailKey) break;
+      rows.delete(last.dataset.mailKey);
+      last.remove();
+    }
+    const last = tbody.lastElementChild;
+    const tail = last && rows.get(last.dataset.mailKey);
+    if (!tail) return;
+    if (loading) loading.abort();
+    loading = null;
+    generation += 1;
+    nextCursor = null;
+    tailUntil = tail.mail.received_at;
+    done = false;
+  }
+
   function reload() {
     generation += 1;
     if (loading) loading.abort();
@@ -255,6 +279,7 @@ export function mount(view, { query, session, navigate, live }) {
     rows.clear();
     clear(tbody);
     nextCursor = null;
+    tailUntil = null;
     done = false;
     unseen = 0;
     newPill.hidden = true;
@@ -286,6 +311,7 @@ export function mount(view, { query, session, navigate, live }) {
     tr.classList.add("arrived");
     if (before) before.before(tr); else tbody.append(tr);
     rows.set(mail.mail_key, { mail, tr });
+    if (rows.size > MAX_ROWS && window.scrollY < 80) trim();
     if (window.scrollY > 80) {
       unseen += 1;
       newPill.textContent = `↑ ${unseen} new mail${unseen > 1 ? "s" : ""}`;
@@ -354,6 +380,7 @@ export function mount(view, { query, session, navigate, live }) {
     selected = kept.selected;
     append(kept.items);
     nextCursor = kept.nextCursor;
+    tailUntil = kept.tailUntil;
     done = kept.done;
     updateFooter();
     const { scrollY } = kept;
@@ -371,6 +398,7 @@ export function mount(view, { query, session, navigate, live }) {
       filterKey,
       items: [...tbody.querySelectorAll("tr[data-mail-key]")].map((tr) => rows.get(tr.dataset.mailKey)?.mail).filter(Boolean),
       nextCursor,
+      tailUntil,
       done,
       selected,
       scrollY: window.scrollY,
