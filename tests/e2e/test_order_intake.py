@@ -11,6 +11,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 
+import httpx
 import nats
 import pytest
 from e2e_stack import (
@@ -25,6 +26,8 @@ from e2e_stack import (
 )
 
 pytestmark = pytest.mark.e2e
+
+CONSOLE_KEY = "e2e-console-admin-key"
 
 
 def get_json(url: str) -> object:
@@ -175,7 +178,8 @@ def test_extractor_killed_midway_parses_every_mail_exactly_once(stack: Stack) ->
 
 
 def test_one_trace_from_smtp_data_through_the_extractor(start_stack, otlp: OtlpReceiver) -> None:
-    stack = start_stack(OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="100")
+    stack = start_stack(OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="100",
+                        CONSOLE_ADMIN_KEY=CONSOLE_KEY)
     mail: EmailMessage = order_mail(7, with_xlsx=False)
     assert stack.send(mail)[0] == 250
 
@@ -207,3 +211,27 @@ def test_one_trace_from_smtp_data_through_the_extractor(start_stack, otlp: OtlpR
                            for s in otlp.snapshot()), timeout=30, interval=0.2)
     wait_until(lambda: asyncio.run(stream_count(
         stack.nats.url, "postroom.mail.authenticated.acme")) == 1, timeout=30, interval=0.2)
+
+    # the console shows the mail with its label, its whole journey and the same trace id
+    console = f"http://127.0.0.1:{stack.http_ports['console']}"
+    auth = {"Authorization": f"Bearer {CONSOLE_KEY}"}
+
+    def in_console() -> dict | None:
+        items = httpx.get(f"{console}/api/v1/mails", headers=auth, timeout=5).json()["items"]
+        done = [m for m in items if m["label"] is not None]
+        return done[0] if done else None
+
+    listed = wait_until(in_console, timeout=30, interval=0.2)
+    assert listed["trace_id"] == trace_id and listed["status"] == "classified"
+    assert listed["message_id"] == mail["Message-ID"]
+    journey = {"mail.received", "mail.authenticated", "document.stored", "mail.parsed",
+               "mail.classified"}
+
+    def detail() -> dict | None:
+        found = httpx.get(f"{console}/api/v1/mails/{listed['mail_key']}", headers=auth,
+                          timeout=5).json()
+        return found if journey <= {e["event_type"] for e in found["timeline"]} else None
+
+    shown = wait_until(detail, timeout=30, interval=0.2)
+    assert shown["timeline"][0]["trace_id"] == trace_id
+    assert shown["authentication"]["dmarc"]["result"] in ("pass", "fail", "none")
