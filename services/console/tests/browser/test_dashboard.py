@@ -319,3 +319,27 @@ async def test_outbox_and_tenants_pages(console: Console, bus: Bus, nats_url: st
     await acme.locator("a").click()
     await expect(page.locator("#filter-tenant")).to_have_value("acme")
     await expect(row(page, sent.mail_key)).to_be_visible()
+
+
+async def test_an_open_list_survives_a_projection_rebuild(
+        console: Console, bus: Bus, page: Page) -> None:
+    """`postroom replay console` while dashboards are open: the server sends resync and closes
+    the feed; the list reloads, reconnects and goes on live, still without a page load."""
+    first = await bus.mail(subject="Before the rebuild")
+    await console.caught_up(bus)
+    await sign_in(page, console.url, ADMIN_KEY)
+    await expect(row(page, first.mail_key)).to_be_visible()
+    loads = count_loads(page)
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+
+    response = await console.admin("POST", "/api/v1/admin/rebuild")
+    assert response.status_code == 202, response.text
+    await console.caught_up(bus)
+    await expect(page.locator("#live-status")).to_have_attribute("data-state", "open")
+    await expect(row(page, first.mail_key).locator(".label-badge")).to_have_text("order")
+    after = await bus.mail(subject="After the rebuild", label="meeting")
+    await expect(row(page, after.mail_key).locator(".label-badge")).to_have_text("meeting")
+    await expect(page.locator(ROWS)).to_have_count(2)
+    assert sockets, "the feed reconnected after the server closed it"
+    assert loads == []

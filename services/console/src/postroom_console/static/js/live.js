@@ -16,6 +16,7 @@ export class LiveFeed extends EventTarget {
     this.timer = null;
     this.state = "closed";
     this.stopped = true;
+    this.resyncPending = false;
   }
 
   start(key) {
@@ -66,8 +67,21 @@ export class LiveFeed extends EventTarget {
     this.socket = socket;
     socket.onopen = () => {
       this.setState("open");
+      if (this.resyncPending) {
+        // The server asked for a resync and closed the feed (an overflow, a rebuild of the
+        // projection): what the pages reloaded then may have been read mid-rebuild, and
+        // what was applied while disconnected was sent to nobody. Reload once more now that
+        // the feed is back; from here on every applied event arrives on this connection.
+        this.resyncPending = false;
+        this.dispatchEvent(new CustomEvent("resync", { detail: { reconnected: true } }));
+      }
     };
-    socket.onmessage = (msg) => this.handle(msg.data);
+    socket.onmessage = (msg) => {
+      const type = this.handle(msg.data);
+      // A resync followed by more messages on the same connection (a long backlog): the
+      // reload already done is enough.
+      if (type && type !== "resync") this.resyncPending = false;
+    };
     socket.onclose = () => {
       if (this.socket === socket) this.socket = null;
       this.setState("closed");
@@ -91,7 +105,7 @@ export class LiveFeed extends EventTarget {
     try {
       msg = JSON.parse(text);
     } catch {
-      return;
+      return null;
     }
     this.attempt = 0; // a message arrived: the connection works, next drop starts fast again
     if (msg.type === "email_event") {
@@ -99,6 +113,7 @@ export class LiveFeed extends EventTarget {
       this.dispatchEvent(new CustomEvent("event", { detail: msg }));
     } else if (msg.type === "resync") {
       if (msg.sequence || msg.position) this.noteSequence(msg.sequence || msg.position);
+      this.resyncPending = true; // cleared if the connection stays open (see onclose)
       this.dispatchEvent(new CustomEvent("resync", { detail: msg }));
     } else if (msg.type === "hello") {
       this.noteSequence(msg.position ?? msg.sequence);
@@ -109,6 +124,7 @@ export class LiveFeed extends EventTarget {
     } else if (msg.type === "stats") {
       this.dispatchEvent(new CustomEvent("stats", { detail: msg }));
     }
+    return msg.type || null;
   }
 
   setState(state, delay) {
