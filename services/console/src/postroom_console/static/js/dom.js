@@ -75,6 +75,7 @@ export function timeCell(iso) {
 export function fmtMs(ms) {
   if (ms === null || ms === undefined || Number.isNaN(Number(ms))) return "–";
   const v = Number(ms);
+  if (v < 0) return `−${fmtMs(-v)}`; // clocks of two hosts a little apart
   if (v < 1000) return `${Math.round(v)} ms`;
   if (v < 60_000) return `${(v / 1000).toFixed(v < 10_000 ? 2 : 1)} s`;
   if (v < 3_600_000) return `${Math.floor(v / 60_000)} min ${Math.round((v % 60_000) / 1000)} s`;

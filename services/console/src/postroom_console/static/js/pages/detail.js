@@ -65,7 +65,7 @@ function timeline(detail) {
     },
     h("div", { class: "tl-when" },
       h("time", { datetime: row.occurred_at, title: row.occurred_at }, fmtStamp(row.occurred_at)),
-      h("span", { class: "tl-since", title: "since received" }, since != null ? `+${fmtMs(since)}` : ""),
+      h("span", { class: "tl-since", title: "since received" }, since != null ? `${since < 0 ? "" : "+"}${fmtMs(since)}` : ""),
       step != null && step > 0 ? h("span", { class: "tl-step", title: "since the previous step" }, `Δ ${fmtMs(step)}`) : null),
     h("div", { class: "tl-what" },
       h("span", { class: "tl-type" }, row.event_type),
