@@ -17,6 +17,9 @@ const FILTERS = ["tenant", "label", "status", "sender", "q", "since", "until"];
 // same scroll position instead of starting over at the top.
 let kept = null;
 let lastListHash = "#/mails";
+// The filter field being typed in when the filters were applied (the page is mounted anew
+// with the new URL): focus and caret go back to it, so typing goes on uninterrupted.
+let refocus = null;
 
 /** The list URL with the filters last used (the detail's back link). */
 export function listHref() {
@@ -122,6 +125,9 @@ export function mount(view, { query, session, navigate, live }) {
     }
     const qs = params.toString();
     kept = null;
+    const active = document.activeElement;
+    refocus = active && form.contains(active) && active.id
+      ? { id: active.id, caret: active.type === "search" ? active.selectionStart : null } : null;
     navigate(`/mails${qs ? `?${qs}` : ""}`, { replace: true });
   }
   const applySoon = debounce(applyFilters, 350);
@@ -374,6 +380,15 @@ export function mount(view, { query, session, navigate, live }) {
     const tr = e.target.closest("tr[data-mail-key]");
     if (tr) select(tr.dataset.mailKey, { focus: false });
   });
+
+  if (refocus) {
+    const el = form.querySelector(`#${refocus.id}`);
+    if (el) {
+      el.focus();
+      if (refocus.caret !== null) el.setSelectionRange(refocus.caret, refocus.caret);
+    }
+    refocus = null;
+  }
 
   // ---------- start ----------
   if (kept && kept.filterKey === filterKey) {
