@@ -252,6 +252,19 @@ async def test_the_list_pages_with_a_cursor_and_filters_on_the_server(
     await expect(page.locator(ROWS)).to_have_count(130)
     await expect(page.locator("#mail-list-status")).to_contain_text("end of list")
 
+    # scrolled down, a new mail goes on top without moving what is on screen; a pill says so
+    under = await page.locator(ROWS).nth(120).get_attribute("data-mail-key")
+    await page.locator(ROWS).nth(120).scroll_into_view_if_needed()
+    box = await page.locator(ROWS).nth(120).bounding_box()
+    fresh = await bus.mail(subject="Arrived while scrolled down", stages=5, voicemail=False)
+    await expect(page.locator("#new-mails")).to_have_text("↑ 1 new mail")
+    assert await page.locator(ROWS).first.get_attribute("data-mail-key") == fresh.mail_key
+    after = await page.locator(f'{ROWS}[data-mail-key="{under}"]').bounding_box()
+    assert box and after and abs(after["y"] - box["y"]) < 2, (box, after)
+    await page.click("#new-mails")
+    await expect(page.locator("#new-mails")).to_be_hidden()
+    await expect(row(page, fresh.mail_key)).to_be_in_viewport()
+
     await page.select_option("#filter-label", "promotion")
     await expect(page.locator(ROWS)).to_have_count(65)
     await expect(page.locator(f'{ROWS} .label-badge[data-label="order"]')).to_have_count(0)
