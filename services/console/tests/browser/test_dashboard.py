@@ -22,6 +22,7 @@ from postroom_contracts import (
     DeadLetter,
     MailParsed,
     MailReceived,
+    ReplyDrafted,
     dlq_subject,
 )
 from postroom_runtime import event_headers
@@ -67,6 +68,11 @@ async def test_a_mail_appears_live_and_its_detail_shows_the_journey(
 
     sent = await bus.mail(subject="Bestellung 42 (live)", sender="einkauf@kunde.example",
                           label="order")
+    parsed = next(e for e in sent.events if isinstance(e, MailParsed))
+    await bus.publish(ReplyDrafted.caused_by(
+        parsed, reply_id=f"r-{sent.mail_key}", to=["einkauf@kunde.example"],
+        subject="Re: Bestellung 42", body_text="Danke, wir liefern am Freitag.",
+        in_reply_to=sent.message_id, model="reply-test"))
     new_row = row(page, sent.mail_key)
     await expect(new_row).to_be_visible()
     await expect(new_row.locator(".label-badge")).to_have_text("order")
@@ -79,7 +85,7 @@ async def test_a_mail_appears_live_and_its_detail_shows_the_journey(
 
     await new_row.locator("a.subject").click()
     await expect(page.locator("#mail-subject")).to_have_text("Bestellung 42 (live)")
-    types = [e.event_type for e in sent.events]
+    types = [e.event_type for e in sent.events] + ["reply.drafted"]
     await expect(page.locator("#timeline li[data-event-type]")).to_have_count(len(types))
     assert await page.locator("#timeline li[data-event-type]").evaluate_all(
         "items => items.map(li => li.dataset.eventType)") == types
@@ -93,6 +99,8 @@ async def test_a_mail_appears_live_and_its_detail_shows_the_journey(
         await expect(verdict).to_have_text("pass")
     await expect(page.locator('#scores tr[data-label="order"] td.num')).to_have_text("93%")
     await expect(page.locator("#transcripts .transcript-text")).to_have_text("Please call me back")
+    await expect(page.locator("#replies .reply")).to_contain_text("Re: Bestellung 42")
+    await expect(page.locator("#replies .reply pre")).to_have_text("Danke, wir liefern am Freitag.")
     await expect(page.locator("#deliveries-table tbody tr")).to_have_count(1)
     await expect(page.locator("#deliveries-table tbody tr .status")).to_have_text("sent")
     await screenshot(page, "detail", full_page=True)
