@@ -32,7 +32,7 @@ function resultChip(result) {
 
 /** A compact one-line summary of an event, when the server gave none. */
 function summarize(row) {
-  if (row.summary) return row.summary;
+  if (row.summary && row.summary !== row.event_type) return row.summary;
   const p = row.payload || {};
   switch (row.event_type) {
     case "mail.received": return `${p.source || "smtp"} · ${fmtBytes(p.size)} · ${list(p.recipients)}`;
@@ -46,6 +46,7 @@ function summarize(row) {
     case "delivery.sent": return `sent to ${list(p.to)}`;
     case "delivery.failed": return `failed: ${p.error || ""}`;
     case "mail.failed": return `${p.stage}: ${p.error}`;
+    case "reply.drafted": return `“${p.subject || ""}” to ${list(p.to)}${p.model ? ` (${p.model})` : ""}`;
     default: return "";
   }
 }
