@@ -184,7 +184,7 @@ export function mount(view, { query, session, navigate, live }) {
       "data-mail-key": mail.mail_key,
       "data-sequence": mail.sequence ?? "",
       "data-status": mail.status || "",
-      class: selected === mail.mail_key ? "selected" : null,
+      class: [selected === mail.mail_key && "selected", mail.status === "failed" && "failed"],
     },
     h("td", { class: "col-time" }, timeCell(mail.received_at)),
     showTenant ? h("td", { class: "col-tenant" }, mail.tenant) : null,

@@ -12,9 +12,11 @@ const REFRESH_MS = 10_000;
 // open stats page into a stream of heavy queries.
 const MIN_GAP_MS = 3_000;
 
-function hourLabel(iso) {
+function hourLabel(iso, withDay = false) {
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? String(iso) : `${String(d.getHours()).padStart(2, "0")}h`;
+  if (Number.isNaN(d.getTime())) return String(iso);
+  const hour = `${String(d.getHours()).padStart(2, "0")}h`;
+  return withDay ? `${d.getMonth() + 1}/${d.getDate()} ${hour}` : hour;
 }
 
 function dayLabel(iso) {
@@ -91,7 +93,7 @@ export function mount(view, { query, session, navigate, live }) {
     const ms = st.processing_ms || {};
     const proj = st.projection || {};
     const days = Math.min(31, Math.max(7, Math.ceil(Number(hours) / 24) + 1));
-    const perHour = fillHours(st.per_hour || [], Number(hours)).map((p) => ({ key: p.hour, label: hourLabel(p.hour), value: p.count, title: `${new Date(p.hour).toLocaleString()}: ${p.count} mails` }));
+    const perHour = fillHours(st.per_hour || [], Number(hours)).map((p) => ({ key: p.hour, label: hourLabel(p.hour, Number(hours) > 24), value: p.count, title: `${new Date(p.hour).toLocaleString()}: ${p.count} mails` }));
     const perDay = fillDays(st.per_day || [], days).map((p) => ({ key: p.day, label: dayLabel(p.day), value: p.count, title: `${p.day}: ${p.count} mails` }));
     const perLabel = Object.entries(st.per_label || {}).map(([key, value]) => ({ key, value })).sort((a, b) => b.value - a.value);
     const lag = Number(proj.lag || 0);
@@ -109,7 +111,7 @@ export function mount(view, { query, session, navigate, live }) {
       ),
       h("div", { class: "chart-grid" },
         h("section", { class: "card wide" }, h("h2", {}, "Volume per hour"),
-          barChart(perHour, { id: "stats-volume", width: full, every: Math.max(1, Math.ceil(perHour.length / 12)) })),
+          barChart(perHour, { id: "stats-volume", width: full, every: Math.max(1, Math.ceil(perHour.length / (Number(hours) > 24 ? 8 : 12))) })),
         h("section", { class: "card" }, h("h2", {}, "Per label"), hbarChart(perLabel, { id: "stats-labels", width: half })),
         h("section", { class: "card" }, h("h2", {}, "Volume per day"),
           barChart(perDay, { id: "stats-daily", width: half, height: 150, every: Math.max(1, Math.ceil(perDay.length / 10)) })),
