@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from . import classify as classify_cli
-from . import dlq, outbox, tenants
+from . import dlq, outbox, replay, tenants
 from .common import DEFAULT_NATS_URL, Globals, fail, globals_of
 from .documents import documents
 from .send import send
@@ -174,4 +174,5 @@ app.command()(classify_cli.classify)
 app.add_typer(classify_cli.app, name="classifier")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(outbox.app, name="outbox")
+app.add_typer(replay.app, name="replay")
 app.add_typer(tenants.app, name="tenants")
