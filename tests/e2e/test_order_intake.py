@@ -14,6 +14,7 @@ from email.message import EmailMessage
 import nats
 import pytest
 from e2e_stack import (
+    CONSOLE_ADMIN_KEY,
     OtlpReceiver,
     Stack,
     order_mail,
@@ -207,3 +208,25 @@ def test_one_trace_from_smtp_data_through_the_extractor(start_stack, otlp: OtlpR
                            for s in otlp.snapshot()), timeout=30, interval=0.2)
     wait_until(lambda: asyncio.run(stream_count(
         stack.nats.url, "postroom.mail.authenticated.acme")) == 1, timeout=30, interval=0.2)
+    # the console projects every event without a span of its own (it is not in the set
+    # above), and keeps the trace id of each message's traceparent: the mail's row and every
+    # step of its timeline point at this trace
+    console = urllib.request.Request(
+        f"{stack.console_url}/api/v1/mails?tenant=acme",
+        headers={"Authorization": f"Bearer {CONSOLE_ADMIN_KEY}"})
+
+    def projected() -> dict | None:
+        with urllib.request.urlopen(console, timeout=10) as resp:
+            items = json.loads(resp.read())["items"]
+        row = next((m for m in items if m["message_id"] == mail["Message-ID"]), None)
+        return row if row is not None and row["label"] else None
+
+    row = wait_until(projected, timeout=30, interval=0.2)
+    assert row["trace_id"] == trace_id
+    detail = urllib.request.Request(f"{stack.console_url}/api/v1/mails/{row['mail_key']}",
+                                    headers=console.headers)
+    with urllib.request.urlopen(detail, timeout=10) as resp:
+        timeline = json.loads(resp.read())["timeline"]
+    assert {e["event_type"] for e in timeline} >= {"mail.received", "document.stored",
+                                                   "mail.parsed", "mail.classified"}
+    assert {e["trace_id"] for e in timeline} == {trace_id}
