@@ -566,7 +566,9 @@ async def run_store(args: argparse.Namespace, store: str, nats_url: str, corpus:
     finally:
         await http.close()
         await console.astop(timeout=30)
-        if database is not None:
+        if database is not None and args.keep_database:
+            print(f"  database kept: {database_url}", flush=True)
+        elif database is not None:
             from postroom_testing.postgres import drop_database
 
             with contextlib.suppress(Exception):
@@ -624,7 +626,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="bound on the projection's catch-up (default 1800)")
     p.add_argument("--log-level", default="WARNING")
     p.add_argument("--json-out", type=Path)
-    p.add_argument("--keep", action="store_true", help="keep the work dir")
+    p.add_argument("--keep", action="store_true", help="keep the work dir (SQLite store)")
+    p.add_argument("--keep-database", action="store_true",
+                   help="keep the PostgreSQL database (for EXPLAIN; drop it yourself)")
     args = p.parse_args(argv)
     args.store_list = [s.strip() for s in args.stores.split(",") if s.strip()]
     if any(s not in ("sqlite", "pg") for s in args.store_list):
