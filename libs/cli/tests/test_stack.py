@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from postroom_cli.services import BY_NAME
 from postroom_cli.stack import (
     StackConfig,
     StackError,
+    console_admin_key,
     default_tenants_file,
     nats_config,
     read_env_file,
@@ -86,3 +88,14 @@ def test_default_tenants_file_is_found_from_a_subdirectory(tmp_path: Path) -> No
     nested = tmp_path / "a" / "b"
     nested.mkdir(parents=True)
     assert default_tenants_file(nested) == seed
+
+
+def test_the_console_admin_key_is_made_once_per_data_dir(tmp_path: Path) -> None:
+    key = console_admin_key(tmp_path)
+    assert re.fullmatch(r"pr_[0-9a-f]{12}_[A-Za-z0-9_-]{32}", key)
+    path = tmp_path / "console-admin-key"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert console_admin_key(tmp_path) == key
+    other = tmp_path / "other"
+    other.mkdir()
+    assert console_admin_key(other) != key

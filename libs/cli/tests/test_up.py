@@ -131,6 +131,17 @@ def test_up_starts_everything_prints_the_addresses_and_stops_cleanly_on_ctrl_c(
     if "smtp-ingress" not in MISSING:
         assert f"SMTP  127.0.0.1:{ports.smtp}" in out
         assert listening(ports.smtp)
+    if "console" not in MISSING:
+        # an admin key for this data dir, kept there (0600), printed and accepted
+        key_file = data / "console-admin-key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        key = key_file.read_text().strip()
+        console = next(s for s in SERVICES if s.name == "console")
+        url = f"http://127.0.0.1:{console.http_port_from(ports.http_base)}/"
+        assert f"Console {url}  (admin key {key})" in out
+        session = httpx.get(f"{url}api/v1/session", headers={"Authorization": f"Bearer {key}"},
+                            timeout=5, trust_env=False)
+        assert session.json() == {"name": "admin", "tenant": None, "admin": True}
     service_pids = [pid_in(up.wait_for(f"{s.name} started (pid")) for s in running]
 
     # JetStream is durable (fsync on every write) and the seed landed in the registry

@@ -210,3 +210,18 @@ async def test_the_dashboard_is_served_with_a_strict_csp(console: Console) -> No
     assert missing.status_code == 404
     assert missing.headers["content-security-policy"] == DASHBOARD_CSP
     await asyncio.sleep(0)
+
+
+async def test_tenants_from_the_registry(bus: Bus, console: Console) -> None:
+    from postroom_contracts import Tenant
+    from postroom_runtime.tenants import put_tenant
+
+    for slug in ("acme", "globex"):
+        await put_tenant(bus.js, Tenant(slug=slug, name=slug.title(),
+                                        domains=[f"{slug}.example"]))
+    admin = (await console.admin("GET", "/api/v1/tenants")).json()
+    assert [t["slug"] for t in admin] == ["acme", "globex"]
+    assert admin[0]["name"] == "Acme" and admin[0]["domains"] == ["acme.example"]
+    key = await console.tenant_key("globex")
+    async with console.client(key) as http:
+        assert [t["slug"] for t in (await http.get("/api/v1/tenants")).json()] == ["globex"]

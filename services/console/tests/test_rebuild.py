@@ -141,3 +141,22 @@ async def test_postroom_replay_console(bus: Bus, console: Console,
     out, err = await asyncio.wait_for(proc.communicate(), 180)
     assert proc.returncode == 1
     assert "refused the key (401)" in err.decode()
+
+
+async def test_the_projection_survives_a_nats_restart(bus: Bus, console: Console,
+                                                      nats_server: Any,
+                                                      database_url: str) -> None:
+    await bus.mail()
+    await console.caught_up(bus)
+    await bus.close()
+    nats_server.stop(timeout=5)
+    nats_server.start()
+    bus2 = await Bus.connect(nats_server.url)
+    try:
+        await bus2.mail(label="spam")
+        await console.caught_up(bus2, within=120)
+        model = await read_model(database_url)
+        assert len(model["timeline"]) == await bus2.stream_last() == 16
+        assert len(model["mails"]) == 2
+    finally:
+        await bus2.close()

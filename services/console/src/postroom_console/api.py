@@ -446,15 +446,16 @@ class Api:
                     if reader in done:
                         getter.cancel()
                         return
-                    message = getter.result()
-                    if message is RESYNC:
+                    item = getter.result()
+                    if isinstance(item, dict):  # RESYNC
                         await ws.send_json(RESYNC)
                         await ws.close(code=4000)
                         return
-                    if message.get("sequence", 0) <= last_sent:
+                    sequence, text = item
+                    if sequence <= last_sent:
                         continue
-                    await ws.send_json(message)
-                    last_sent = message["sequence"]
+                    await ws.send_text(text)
+                    last_sent = sequence
             finally:
                 reader.cancel()
         except (WebSocketDisconnect, RuntimeError):

@@ -20,7 +20,7 @@ class ConsoleSettings(RuntimeSettings):
         default=None, description="Admin API key, ensured present (hashed) at start under the "
         "name 'admin'; an earlier admin key from this variable is revoked")
     console_batch_size: int = Field(
-        default=256, ge=1, le=10_000,
+        default=512, ge=1, le=10_000,
         description="Events the projection applies in one transaction at most")
     console_ready_max_lag: int = Field(
         default=10_000, ge=0,

@@ -9,7 +9,6 @@ the clock), so a rebuild from the stream gives the same rows as the live project
 from __future__ import annotations
 
 import base64
-import copy
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,7 +38,7 @@ STATUS_RANK = {"received": 0, "parsed": 1, "classified": 2}
 FAILED = "failed"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Incoming:
     """One message of the stream, as the projector hands it over."""
 
@@ -47,6 +46,22 @@ class Incoming:
     subject: str
     headers: dict[str, str]
     data: bytes
+    _payload: Any = field(default=None, repr=False)
+    _error: str | None = field(default=None, repr=False)
+
+    def payload(self) -> dict[str, Any]:
+        """The decoded JSON object (decoded once); ValueError when it is not one."""
+        if self._payload is None and self._error is None:
+            try:
+                value = json.loads(self.data)
+                if not isinstance(value, dict):
+                    raise ValueError("payload is not a JSON object")
+                self._payload = value
+            except ValueError as exc:
+                self._error = str(exc)
+        if self._error is not None:
+            raise ValueError(self._error)
+        return dict(self._payload)
 
 
 @dataclass
@@ -213,9 +228,7 @@ def apply(batch: Batch, msg: Incoming) -> str | None:
     event_type = event_type_of(msg.subject, msg.headers)
     header_key = mail_key_of(msg)
     try:
-        payload = json.loads(msg.data)
-        if not isinstance(payload, dict):
-            raise ValueError("payload is not a JSON object")
+        payload = msg.payload()
     except ValueError as exc:
         error = f"undecodable payload: {exc}"
         _failure(batch, msg, header_key, error)
@@ -244,8 +257,8 @@ def apply(batch: Batch, msg: Incoming) -> str | None:
     if occurred is None:
         occurred = datetime(1970, 1, 1, tzinfo=UTC)
     row_before = batch.mails.get(mail_key)
-    row = copy.deepcopy(row_before) if row_before is not None else new_mail(
-        mail_key, tenant, occurred)
+    # a shallow copy is enough: the rules replace nested values, never change them in place
+    row = dict(row_before) if row_before is not None else new_mail(mail_key, tenant, occurred)
     if event is not None:
         try:
             _apply_mail(row, event, trace_id, batch, msg.sequence)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +35,8 @@ log = logging.getLogger(__name__)
 OnApplied = Callable[[Batch], Awaitable[None]]
 IDLE_HEARTBEAT_SECONDS = 2.0
 LAG_POLL_SECONDS = 1.0
+BATCH_GAP_SECONDS = 0.003
+BATCH_WINDOW_SECONDS = 0.05
 
 
 class Metrics:
@@ -145,19 +146,6 @@ class Projector:
                 self._last_activity = time.monotonic()
                 self._resubscribe.set()
 
-    async def wait_caught_up(self, within: float) -> bool:
-        """True once the position reached the stream's last sequence (read now)."""
-        target = await self.refresh_stream_last()
-        deadline = asyncio.get_running_loop().time() + within
-        async with self._advanced:
-            while self.position < target:
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    return False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._advanced.wait(), remaining)
-        return True
-
     # -- the consumer --------------------------------------------------------------------------
 
     async def _subscribe(self) -> Any:
@@ -192,9 +180,7 @@ class Projector:
                         first = await sub.next_msg(timeout=0.5)
                     except nats.errors.TimeoutError:
                         continue
-                    msgs = [first]
-                    while len(msgs) < self.batch_size and sub.pending_msgs > 0:
-                        msgs.append(await sub.next_msg(timeout=1.0))
+                    msgs = await self._fill(sub, first)
                     self._last_activity = time.monotonic()
                     await self.apply_messages(msgs, generation)
                 self._resubscribe.clear()
@@ -208,6 +194,26 @@ class Projector:
                 delay = min(delay * 2, 10)
             finally:
                 await self._unsubscribe()
+
+    async def _fill(self, sub: Any, first: Any) -> list[Any]:
+        """A batch: what is buffered, and what keeps arriving (less than BATCH_GAP apart, for
+        at most BATCH_WINDOW): catching up, transactions are large; live, an event waits a
+        few milliseconds at most."""
+        msgs = [first]
+        loop = asyncio.get_running_loop()
+        until = loop.time() + BATCH_WINDOW_SECONDS
+        while len(msgs) < self.batch_size:
+            if sub.pending_msgs > 0:
+                msgs.append(await sub.next_msg(timeout=1.0))
+                continue
+            remaining = until - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                msgs.append(await sub.next_msg(timeout=min(BATCH_GAP_SECONDS, remaining)))
+            except nats.errors.TimeoutError:
+                break
+        return msgs
 
     async def apply_messages(self, msgs: list[Any], generation: int | None = None) -> None:
         incoming = []
@@ -241,7 +247,7 @@ class Projector:
             self.metrics.position.set(self.position)
             self.metrics.events.inc(len(fresh))
             self.metrics.failures.inc(len(batch.failures))
-            self.metrics.lag.set(self.lag if self.stream_last >= self.position else 0)
+            self.metrics.lag.set(self.lag)
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
         async with self._advanced:
             self._advanced.notify_all()
@@ -258,10 +264,10 @@ class Projector:
         for msg in msgs:
             key = mail_key_of(msg)
             try:
-                payload = json.loads(msg.data)
+                payload = msg.payload()
             except ValueError:
                 payload = {}
-            if isinstance(payload, dict):
+            if payload:
                 key = payload.get("mail_key") or key
                 if payload.get("event_id"):
                     event_ids.add(str(payload["event_id"]))
