@@ -98,11 +98,13 @@ def test_mail_over_smtp_in_the_console_api_and_live_feed(stack: Stack) -> None:
                 results = await http.get(f"/results/{quoted}")
                 results_v1 = await http.get(f"/api/v1/results/{quoted}")
 
-                async def fed() -> bool:
-                    return any(m["event"] == "mail.classified"
-                               and m["data"].get("mail_key") == row["mail_key"] for _, m in feed)
+                wanted = {e["sequence"] for e in detail["timeline"]}
 
-                await until(fed, "mail.classified on the WebSocket feed", within=30)
+                async def fed() -> bool:  # every step of the timeline has come live too
+                    return wanted <= {m.get("sequence") for _, m in feed
+                                      if m.get("data", {}).get("mail_key") == row["mail_key"]}
+
+                await until(fed, "the mail's events on the WebSocket feed", within=30)
                 fed_after = next(t for t, m in feed if m["event"] == "mail.classified"
                                  and m["data"].get("mail_key") == row["mail_key"]) - accepted_at
                 reader.cancel()
