@@ -160,3 +160,33 @@ async def test_the_projection_survives_a_nats_restart(bus: Bus, console: Console
         assert len(model["mails"]) == 2
     finally:
         await bus2.close()
+
+
+async def test_an_event_the_store_refuses_is_recorded_and_the_rest_applied(
+        bus: Bus, start_console: Any, database_url: str) -> None:
+    """A value no column takes (a size beyond 64 bits) fails the batch's transaction: its
+    events are applied one by one, the refused one is recorded, nothing loops. (Published
+    before the console starts, so they arrive as one batch.)"""
+    from postroom_contracts import MailReceived
+
+    await bus.mail(stages=1)
+    good = await bus.mail(stages=0)  # blobs only
+    template = (await bus.mail(stages=1)).events[0]
+    assert isinstance(template, MailReceived)
+    huge = template.model_copy(update={"event_id": "huge-size-1", "mail_key": "hugesize01",
+                                       "size": 10**20})
+    await bus.publish(huge)
+    await bus.mail(label="spam")
+    console = await start_console()
+    state = await console.caught_up(bus)
+    assert state["position"] == await bus.stream_last() == 11
+    assert "applying its events one by one" in console.proc.log_text()
+    (failure,) = state["failures"]
+    assert failure["sequence"] == 3 and failure["mail_key"] == "hugesize01"
+    model = await read_model(database_url)
+    assert len(model["mails"]) == 3  # the two single events' mails and the whole one
+    assert len(model["timeline"]) == 10
+    assert good.events == []
+    # the projection goes on live
+    await bus.mail(stages=2)
+    await console.caught_up(bus)

@@ -238,9 +238,10 @@ def apply(batch: Batch, msg: Incoming) -> str | None:
         return None  # the same event again (republished outside the duplicate window)
     mail_key = payload.get("mail_key") or header_key
     tenant = payload.get("tenant") or msg.subject.rsplit(".", 1)[-1]
-    if not isinstance(mail_key, str) or not mail_key or not isinstance(tenant, str):
-        error = "no mail_key or tenant"
-        _failure(batch, msg, None, error)
+    if not isinstance(mail_key, str) or not 0 < len(mail_key) <= 64 \
+            or not isinstance(tenant, str) or not 0 < len(tenant) <= 63:
+        error = "no mail_key (1-64 characters) or tenant (1-63)"
+        _failure(batch, msg, header_key, error)
         return error
     cls = BY_TYPE.get(event_type)
     trace_id = trace_id_of(msg.headers)

@@ -79,7 +79,6 @@ class Projector:
         self._last_activity = time.monotonic()
         self._resubscribe = asyncio.Event()
         self._lock = asyncio.Lock()  # a batch and a rebuild never overlap
-        self._advanced = asyncio.Condition()
         # bumped by a rebuild: messages a consumer of an earlier generation still holds are
         # dropped instead of being applied on top of the emptied read model
         self.generation = 0
@@ -224,38 +223,79 @@ class Projector:
 
     async def apply_batch(self, incoming: list[Incoming], generation: int | None = None) -> None:
         """Apply ``incoming`` (in stream order) in one transaction with the new position.
-        A database error rolls all of it back and raises: the consumer subscribes again from
-        the stored position, so nothing is lost or applied twice."""
+
+        When that transaction fails while the store answers, the data is at fault (a value
+        one backend refuses): the events are applied one by one, and one that still cannot
+        be written is recorded in ``projection_failures`` and skipped. When the store does
+        not answer, it raises: the consumer subscribes again from the stored position, so
+        nothing is lost or applied twice."""
         async with self._lock:
             if generation is not None and generation != self.generation:
                 return
             fresh = [m for m in incoming if m.sequence > self.position]
             if not fresh:
                 return
-            started = time.perf_counter()
-            batch = Batch()
-            async with self.runtime.store.transaction() as session:
-                await self._load(session, batch, fresh)
+            try:
+                await self._commit(fresh)
+            except Exception as exc:
+                if not await self._store_answers():
+                    raise
+                log.warning("batch not written; applying its events one by one", extra={
+                    "first_sequence": fresh[0].sequence, "last_sequence": fresh[-1].sequence,
+                    "error": f"{type(exc).__name__}: {exc}"[:500]})
                 for msg in fresh:
-                    error = apply(batch, msg)
-                    if error is not None:
-                        log.error("event not applied to the projection", extra={
-                            "sequence": msg.sequence, "mail_key": mail_key_of(msg),
-                            "subject": msg.subject, "error": error})
-                await self._write(session, batch)
-            self.position = batch.last_sequence
-            self.metrics.position.set(self.position)
-            self.metrics.events.inc(len(fresh))
-            self.metrics.failures.inc(len(batch.failures))
-            self.metrics.lag.set(self.lag)
-            self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        async with self._advanced:
-            self._advanced.notify_all()
+                    try:
+                        await self._commit([msg])
+                    except Exception as one:
+                        if not await self._store_answers():
+                            raise
+                        await self._commit_failure(msg, f"{type(one).__name__}: {one}")
+
+    async def _store_answers(self) -> bool:
+        try:
+            await asyncio.wait_for(self.runtime.store.ping(), 5)
+            return True
+        except Exception:
+            return False
+
+    async def _commit(self, fresh: list[Incoming]) -> None:
+        started = time.perf_counter()
+        batch = Batch()
+        async with self.runtime.store.transaction() as session:
+            await self._load(session, batch, fresh)
+            for msg in fresh:
+                error = apply(batch, msg)
+                if error is not None:
+                    log.error("event not applied to the projection", extra={
+                        "sequence": msg.sequence, "mail_key": mail_key_of(msg),
+                        "subject": msg.subject, "error": error})
+            await self._write(session, batch)
+        self._advance(batch, len(fresh), time.perf_counter() - started)
         if self.on_applied is not None:
             try:
                 await self.on_applied(batch)
             except Exception:
                 log.exception("live feed failed")
+
+    async def _commit_failure(self, msg: Incoming, error: str) -> None:
+        """An event whose rows cannot be written: recorded, the position moves past it."""
+        log.error("event not applied to the projection", extra={
+            "sequence": msg.sequence, "mail_key": mail_key_of(msg), "subject": msg.subject,
+            "error": error})
+        batch = Batch(last_sequence=msg.sequence)
+        batch.failures.append({"sequence": msg.sequence, "subject": msg.subject,
+                               "mail_key": mail_key_of(msg), "error": error})
+        async with self.runtime.store.transaction() as session:
+            await self._write(session, batch)
+        self._advance(batch, 1, 0.0)
+
+    def _advance(self, batch: Batch, events: int, seconds: float) -> None:
+        self.position = batch.last_sequence
+        self.metrics.position.set(self.position)
+        self.metrics.events.inc(events)
+        self.metrics.failures.inc(len(batch.failures))
+        self.metrics.lag.set(self.lag)
+        self.metrics.batch_seconds.observe(seconds)
 
     async def _load(self, session: Any, batch: Batch, msgs: list[Incoming]) -> None:
         keys: set[str] = set()
@@ -289,20 +329,22 @@ class Projector:
 
     async def _write(self, session: Any, batch: Batch) -> None:
         m, d = store.mails, store.deliveries
-        new = [batch.mails[k] for k in batch.new_mails]
+        fit = store.fit
+        new = [fit(m, batch.mails[k]) for k in batch.new_mails]
         if new:
             await session.execute(insert(m), new)
-        dirty = [batch.mails[k] for k in batch.dirty_mails - batch.new_mails]
+        dirty = [fit(m, batch.mails[k]) for k in batch.dirty_mails - batch.new_mails]
         if dirty:
             columns = [c.name for c in m.columns if c.name != "mail_key"]
             stmt = update(m).where(m.c.mail_key == bindparam("_key")).values(
                 {c: bindparam(c) for c in columns})
             await session.execute(stmt, [{**{c: r[c] for c in columns}, "_key": r["mail_key"]}
                                          for r in dirty])
-        new_d = [batch.deliveries[k] for k in batch.new_deliveries]
+        new_d = [fit(d, batch.deliveries[k]) for k in batch.new_deliveries]
         if new_d:
             await session.execute(insert(d), new_d)
-        dirty_d = [batch.deliveries[k] for k in batch.dirty_deliveries - batch.new_deliveries]
+        dirty_d = [fit(d, batch.deliveries[k])
+                   for k in batch.dirty_deliveries - batch.new_deliveries]
         if dirty_d:
             columns = [c.name for c in d.columns if c.name != "delivery_id"]
             stmt = update(d).where(d.c.delivery_id == bindparam("_id")).values(
@@ -310,11 +352,13 @@ class Projector:
             await session.execute(stmt, [{**{c: r[c] for c in columns},
                                           "_id": r["delivery_id"]} for r in dirty_d])
         if batch.timeline:
-            await session.execute(insert(store.timeline), batch.timeline)
+            await session.execute(insert(store.timeline),
+                                  [fit(store.timeline, r) for r in batch.timeline])
         if batch.failures:
             now = utcnow()
-            await session.execute(insert(store.projection_failures),
-                                  [{**f, "failed_at": now} for f in batch.failures])
+            await session.execute(insert(store.projection_failures), [
+                fit(store.projection_failures, {**f, "failed_at": now})
+                for f in batch.failures])
         await session.execute(update(store.projection_state)
                               .where(store.projection_state.c.name == store.PROJECTION)
                               .values(last_sequence=batch.last_sequence))

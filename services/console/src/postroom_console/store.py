@@ -10,6 +10,8 @@ whatever the table size.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -157,3 +159,16 @@ corrections = Table(
 processed_messages, outbox = add_runtime_tables(metadata)
 
 PROJECTION_TABLES = (mails, timeline, deliveries, projection_failures)
+
+
+def fit(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` as the column types take it on every backend: strings cut to the column's
+    length and without NUL characters (PostgreSQL refuses both; SQLite would not)."""
+    out = dict(row)
+    for column in table.columns:
+        value = out.get(column.name)
+        if isinstance(value, str):
+            value = value.replace("\x00", "")
+            length = getattr(column.type, "length", None)
+            out[column.name] = value[:length] if length else value
+    return out
