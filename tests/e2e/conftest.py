@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from e2e_stack import LocalDns, OtlpReceiver, Stack, seed
+from e2e_stack import CONSOLE_ADMIN_KEY, LocalDns, OtlpReceiver, Stack, seed
 
 from postroom_contracts.services import registered
 from postroom_testing.nats import NatsServer
@@ -31,6 +31,7 @@ def start_stack(nats_server: NatsServer, service_process: Callable[..., ServiceP
             "HTTP_HOST": "127.0.0.1",
             "LOG_LEVEL": "INFO",
             "CONSUMER_BACKOFF_BASE_SECONDS": "0.2",
+            "CONSOLE_ADMIN_KEY": CONSOLE_ADMIN_KEY,  # read by the console only
             **env,
         }
         processes: dict[str, ServiceProcess] = {}

@@ -26,6 +26,8 @@ from postroom_testing.procs import ServiceProcess
 
 REPO = Path(__file__).resolve().parents[2]
 TENANTS = REPO / "deploy" / "tenants.yaml"
+# the console's admin key in every e2e stack (CONSOLE_ADMIN_KEY, as `postroom up` passes its own)
+CONSOLE_ADMIN_KEY = "pr_0e2e0c0a5e01_" + "E" * 32
 
 
 @dataclass
@@ -60,6 +62,10 @@ class Stack:
     @property
     def extractor_url(self) -> str:
         return f"http://127.0.0.1:{self.extractor_http}"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_ports['console']}"
 
     def smtp(self) -> smtplib.SMTP:
         return smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30)

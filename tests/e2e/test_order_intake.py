@@ -234,4 +234,7 @@ def test_one_trace_from_smtp_data_through_the_extractor(start_stack, otlp: OtlpR
 
     shown = wait_until(detail, timeout=30, interval=0.2)
     assert shown["timeline"][0]["trace_id"] == trace_id
+    # every step keeps the trace of its message's traceparent (the console itself adds no
+    # span: it is not among the services above)
+    assert {e["trace_id"] for e in shown["timeline"]} == {trace_id}
     assert shown["authentication"]["dmarc"]["result"] in ("pass", "fail", "none")
