@@ -103,6 +103,7 @@ class Metrics:
 
 @dataclass
 class Prepared:
+    mail: MailFeatures
     result: Classification
     decision: Decision
     headers_read: bool
@@ -192,7 +193,7 @@ class ClassifierService:
                          if self.settings.classifier_spam_threshold is not None
                          else verdict.required)
         decision = decide(result, verdict.score if verdict else None, threshold)
-        return Prepared(result, decision, headers is not None, verdict, error)
+        return Prepared(mail, result, decision, headers is not None, verdict, error)
 
     async def handle(self, event: MailParsed, session: AsyncSession, outbox: Outbox,
                      prepared: Prepared) -> None:
@@ -211,7 +212,7 @@ class ClassifierService:
                         confidence=classified.confidence, scores=d.scores,
                         model_version=r.model_version, processor_id=self.processor_id,
                         processing_time_ms=ms, spam_score=spam_score, processed_at=at,
-                        routed=event.route is not None)
+                        routed=prepared.mail.routed, attachments=prepared.mail.attachments)
         await outbox.emit(classified)
         self.metrics.classifications.labels(d.label).inc()
         self.metrics.latency.observe(r.seconds)
@@ -227,9 +228,10 @@ class ClassifierService:
     # --- corrections ---------------------------------------------------------------------
 
     async def prepare_correction(self, event: MailLabelCorrected) -> MailFeatures | None:
-        """The model input of the corrected mail, from its raw mail (as for a mail.parsed
-        without a route; the handler adds whether a route matched). None: no raw mail, or it
-        is gone from the blob store (expired) - the correction is kept without input."""
+        """The model input of the corrected mail from its raw mail: subject, body, headers,
+        DMARC verdict (the handler replaces the attachment types and the route by those the
+        mail's classification saw, which came from mail.parsed). None: no raw mail, or it is
+        gone from the blob store (expired) - the correction is kept without input."""
         if event.raw is None:
             return None
         blobs = self.runtime.blobs
@@ -244,8 +246,10 @@ class ClassifierService:
     async def handle_correction(self, event: MailLabelCorrected, session: AsyncSession,
                                 outbox: Outbox, mail: MailFeatures | None) -> None:
         if mail is not None:
-            routed = await store.was_routed(session, event.tenant, event.mail_key)
-            mail.routed = bool(routed)
+            seen = await store.classified_input(session, event.tenant, event.mail_key)
+            if seen is not None and seen.routed is not None:
+                mail.routed = bool(seen.routed)
+                mail.attachments = list(seen.attachments or [])
         stored = await store.save_correction(session, {
             "tenant": event.tenant, "mail_key": event.mail_key,
             "correction_id": event.correction_id, "email_id": event.email_id,

@@ -46,9 +46,11 @@ classifications = Table(
     Column("processing_time_ms", Float, nullable=False),
     Column("spam_score", Float, nullable=True),
     Column("processed_at", DateTime(timezone=True), nullable=False),
-    # whether a tenant's route matched (mail.parsed's route): part of the model input that the
-    # raw mail does not tell, needed again when the mail is corrected
+    # the model input the raw mail does not tell, needed again when the mail is corrected:
+    # whether a tenant's route matched (mail.parsed's route) and the document types the
+    # extractor found (mail.parsed's documents)
     Column("routed", Boolean, nullable=True),
+    Column("attachments", JSON, nullable=True),
     Index("ix_classifications_mail_key", "mail_key"),
     Index("ix_classifications_tenant_processed_at", "tenant", "processed_at"),
     Index("ix_classifications_label", "label"),
@@ -83,12 +85,14 @@ async def counts_by_label(session: AsyncSession) -> dict[str, int]:
     return {label: int(n) for label, n in rows.all()}
 
 
-async def was_routed(session: AsyncSession, tenant: str, mail_key: str) -> bool | None:
-    """Whether the mail's latest classification saw a matched route (None: not classified)."""
+async def classified_input(session: AsyncSession, tenant: str, mail_key: str) -> Any:
+    """``routed`` and ``attachments`` of the mail's latest classification (None: never
+    classified here, or before these were kept)."""
     t = classifications
     return (await session.execute(
-        select(t.c.routed).where(t.c.tenant == tenant, t.c.mail_key == mail_key)
-        .order_by(t.c.processed_at.desc()).limit(1))).scalar_one_or_none()
+        select(t.c.routed, t.c.attachments).where(t.c.tenant == tenant,
+                                                  t.c.mail_key == mail_key)
+        .order_by(t.c.processed_at.desc()).limit(1))).first()
 
 
 async def save_correction(session: AsyncSession, row: dict[str, Any]) -> bool:

@@ -1,4 +1,5 @@
-"""corrections (latest per mail), models (versions with their bytes), classifications.routed.
+"""corrections (latest per mail), models (versions with their bytes); classifications.routed
+and .attachments (the model input the raw mail does not give).
 
 Revision ID: 0002
 Revises: 0001
@@ -15,6 +16,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("classifications", sa.Column("routed", sa.Boolean, nullable=True))
+    op.add_column("classifications", sa.Column("attachments", sa.JSON, nullable=True))
     op.create_table(
         "corrections",
         sa.Column("tenant", sa.String(63), primary_key=True),
@@ -48,4 +50,5 @@ def downgrade() -> None:
     op.drop_table("models")
     op.drop_table("corrections")
     with op.batch_alter_table("classifications") as batch:
+        batch.drop_column("attachments")
         batch.drop_column("routed")
