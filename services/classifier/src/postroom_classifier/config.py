@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from postroom_runtime import RuntimeSettings
 
@@ -53,3 +53,10 @@ class ClassifierSettings(RuntimeSettings):
     classifier_corpus_dir: str | None = Field(
         default=None, description="The training corpus (train.jsonl, heldout.jsonl) for "
         "retraining; default: services/classifier/corpus of the checkout when there is one")
+
+    @field_validator("classifier_spamd_url", "classifier_spam_threshold",
+                     "classifier_corpus_dir", "classifier_model_path", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `CLASSIFIER_SPAM_THRESHOLD=` as in .env.example means "not set", not a bad number
+        return None if isinstance(value, str) and not value.strip() else value
