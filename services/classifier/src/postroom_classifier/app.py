@@ -143,6 +143,7 @@ class ClassifierService:
                             settings.classifier_spamd_timeout_seconds)
                       if settings.classifier_spamd_url else None)
         self.retraining = False
+        self.unloadable: str | None = None  # a stored version that failed to load
 
     @property
     def model(self) -> Classifier:
@@ -280,12 +281,19 @@ class ClassifierService:
         """Take the newest version from the store if it is not the one in use."""
         async with self.runtime.store.sessions() as session:
             latest = await model_registry.latest_model(session)
-            if latest is None or latest.version == self.model.version:
+            if latest is None or latest.version in (self.model.version, self.unloadable):
                 return False
             if self.models.seq is not None and latest.seq <= self.models.seq:
                 return False
             data = await model_registry.load_model(session, latest.version)
-        model = await asyncio.to_thread(Classifier.from_bytes, data)
+        try:
+            model = await asyncio.to_thread(Classifier.from_bytes, data)
+        except Exception:
+            # e.g. pickled by another scikit-learn: keep the current model, say so once
+            self.unloadable = latest.version
+            log.exception("model version cannot be loaded; keeping %s", self.model.version,
+                          extra={"model_version": latest.version})
+            return False
         previous = self.model.version
         self.models.swap(model, "store", latest.seq)
         self.metrics.model_swaps.inc()
