@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +169,28 @@ async def test_correct_train_and_the_service_takes_the_new_version(
     after = await classified_again(bus, mail)
     assert after.classification == "support", after.scores
     assert after.model_version == version["version"] != before.model_version
+
+    # a newer version that cannot be loaded (another scikit-learn's, say): reported once,
+    # the service keeps the model it has
+    store = Store(url)
+    try:
+        async with store.transaction() as session:
+            await session.execute(registry.models.insert().values(
+                version="logreg-tfidf-20991231-00002-broken0000", seq=2,
+                created_at=datetime.now(UTC), corrections=0, training_mails=0,
+                training_sha256="0" * 64, training_seconds=0, metrics=None,
+                trained_by="test", model=b"not a model"))
+    finally:
+        await store.close()
+
+    async def reported() -> bool:
+        return "model version cannot be loaded" in service.log_text()
+    await until(reported, "the broken version was not reported")
+    await asyncio.sleep(1.5)  # three more polls
+    assert service.log_text().count("model version cannot be loaded") == 1
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        assert (await http.get("/model")).json()["model_version"] == version["version"]
+        assert (await http.get("/health/ready")).status_code == 200
 
 
 async def test_the_service_retrains_itself_after_a_correction(
