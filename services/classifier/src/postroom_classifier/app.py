@@ -144,6 +144,10 @@ class ClassifierService:
                       if settings.classifier_spamd_url else None)
         self.retraining = False
         self.unloadable: str | None = None  # a stored version that failed to load
+        # the version this process trained and the newest correction it learnt from: a
+        # correction stored while training ran is newer than that, though older than the
+        # version's created_at, and must start the next retraining
+        self.trained: tuple[str, datetime | None] | None = None
 
     @property
     def model(self) -> Classifier:
@@ -323,7 +327,11 @@ class ClassifierService:
             query = select(func.count(), func.max(c.c.recorded_at)).where(
                 c.c.features.is_not(None))
             if latest is not None:
-                query = query.where(c.c.recorded_at > latest.created_at)
+                since: datetime | None = latest.created_at
+                if self.trained is not None and self.trained[0] == latest.version:
+                    since = self.trained[1]
+                if since is not None:
+                    query = query.where(c.c.recorded_at > since)
             count, last = (await session.execute(query)).one()
         if last is not None and last.tzinfo is None:
             last = last.replace(tzinfo=UTC)
@@ -342,6 +350,7 @@ class ClassifierService:
         version = await model_registry.record_model(
             self.runtime.store.engine, trained, training_mails=mails, metrics=report,
             trained_by=self.processor_id)
+        self.trained = (version, stored.latest)
         log.info("model retrained", extra={
             "model_version": version, "corrections": trained.corrections,
             "seconds": round(trained.seconds, 1), "rounds": trained.rounds,
