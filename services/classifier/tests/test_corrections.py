@@ -8,6 +8,7 @@ label."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from classifier_harness import Bus, consumer_idle, until
 
 from postroom_classify import registry
@@ -169,6 +171,14 @@ async def test_correct_train_and_the_service_takes_the_new_version(
     after = await classified_again(bus, mail)
     assert after.classification == "support", after.scores
     assert after.model_version == version["version"] != before.model_version
+    evaluated = await asyncio.to_thread(
+        subprocess.run, [str(Path(sys.executable).parent / "postroom"), "classifier",
+                         "evaluate", "--store", url, "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=STARTUP_SECONDS)
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["model_version"] == version["version"]
+    assert report["macro_f1"] == pytest.approx(version["metrics"]["macro_f1"])
 
     # a newer version that cannot be loaded (another scikit-learn's, say): reported once,
     # the service keeps the model it has

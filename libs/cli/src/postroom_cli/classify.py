@@ -102,6 +102,25 @@ async def _record(url: str, trained: Any, mails: int, report: Any) -> str:
         await store.close()
 
 
+async def _newest_model(url: str) -> bytes | None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from postroom_classify import registry
+    from postroom_runtime.store import Store
+
+    db = Store(url)
+    try:
+        async with db.sessions() as session:
+            latest = await registry.latest_model(session)
+            return None if latest is None else await registry.load_model(session,
+                                                                          latest.version)
+    except SQLAlchemyError as exc:
+        raise SystemExit(f"error: cannot read model versions from {url}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    finally:
+        await db.close()
+
+
 @app.command()
 def train(
     corpus: Annotated[Path | None, typer.Option(
@@ -161,12 +180,21 @@ def evaluate_command(
         help="Held-out set (JSONL); default: services/classifier/corpus/heldout.jsonl")] = None,
     model: Annotated[Path | None, typer.Option(
         help="Model file; default: the shipped one")] = None,
+    store: Annotated[str | None, typer.Option(
+        "--store", help="Evaluate the newest model version in this classifier store "
+        "(DATABASE_URL) instead, the one the service uses")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The figures as JSON")] = False,
 ) -> None:
     """Per-label precision, recall, F1 and the confusion matrix on the held-out set."""
     from postroom_classify import Classifier, load_default
     from postroom_classify.model import evaluate, format_report
 
-    classifier = Classifier.load(model) if model else load_default()
+    if store is not None:
+        data = asyncio.run(_newest_model(store))
+        if data is None:
+            fail(f"no model version in {store} (`postroom classifier train` records one)")
+        classifier = Classifier.from_bytes(data)
+    else:
+        classifier = Classifier.load(model) if model else load_default()
     report = evaluate(classifier, heldout or _corpus_dir() / "heldout.jsonl")
     typer.echo(json.dumps(report) if as_json else format_report(report))
