@@ -136,8 +136,8 @@ async def wait_model(http: httpx.AsyncClient, not_version: str) -> dict[str, Any
 
 
 async def test_correct_train_and_the_service_takes_the_new_version(
-        bus: Bus, service_process: Any, nats_server: Any, tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/classifier.db"
+        bus: Bus, service_process: Any, nats_server: Any, database_url: str) -> None:
+    url = database_url
     service, port = start(service_process, nats_server, url,
                           CLASSIFIER_MODEL_POLL_SECONDS="0.5")
     await service.astart()
