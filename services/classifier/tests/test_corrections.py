@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -196,9 +197,17 @@ async def test_correct_train_and_the_service_takes_the_new_version(
     async def reported() -> bool:
         return "model version cannot be loaded" in service.log_text()
     await until(reported, "the broken version was not reported")
-    await asyncio.sleep(1.5)  # three more polls
-    assert service.log_text().count("model version cannot be loaded") == 1
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        async def polls() -> float:
+            text = (await http.get("/metrics")).text
+            return float(re.search(r"^postroom_classifier_model_polls_total (\S+)$", text,
+                                   re.M).group(1))  # type: ignore[union-attr]
+        seen = await polls()
+
+        async def three_more_polls() -> bool:
+            return await polls() >= seen + 3
+        await until(three_more_polls, "the service stopped polling")
+        assert service.log_text().count("model version cannot be loaded") == 1
         assert (await http.get("/model")).json()["model_version"] == version["version"]
         assert (await http.get("/health/ready")).status_code == 200
 

@@ -93,6 +93,9 @@ class Metrics:
         self.model_info = Gauge(
             "postroom_classifier_model_info", "The model in use (value 1), by version",
             ["version", "source"], registry=registry)
+        self.model_polls = Counter(
+            "postroom_classifier_model_polls",
+            "Looks into the store for a newer model version", registry=registry)
         self.model_swaps = Counter(
             "postroom_classifier_model_swaps",
             "Newer model versions taken from the store while running", registry=registry)
@@ -311,6 +314,7 @@ class ClassifierService:
             await asyncio.sleep(self.settings.classifier_model_poll_seconds)
             try:
                 await self.refresh_model()
+                self.metrics.model_polls.inc()
             except Exception:
                 log.exception("reading the newest model version failed; will try again")
 
