@@ -74,6 +74,7 @@ async def classifier(bus: Bus, service_process: Any, nats_server: Any, spamd: Sp
              "CLASSIFIER_SPAMD_URL": f"127.0.0.1:{spamd.port}",
              # generous: the first check of a fresh spamd child takes longer on a busy machine
              "CLASSIFIER_SPAMD_TIMEOUT_SECONDS": "30",
+             "CLASSIFIER_SPAMD_MAX_BYTES": "20000",
              "CONSUMER_BACKOFF_BASE_SECONDS": "0.1", "LOG_LEVEL": "INFO"},
         ready_url=f"http://127.0.0.1:{port}/health/ready")
     await service.astart()
@@ -100,6 +101,14 @@ async def test_gtube_is_spam_an_order_is_not_and_a_stopped_spamd_costs_only_the_
     assert ok.spam_score is not None and ok.spam_score < 3.0, ok.spam_score
     assert ok.confidence == ok.scores["order"] == max(ok.scores.values())
 
+    # larger than CLASSIFIER_SPAMD_MAX_BYTES: not sent (as spamc does), classified anyway
+    long_body = ORDER_BODY + "\n\n" + "Terms and conditions of purchase apply. " * 600
+    big = await bus.parsed("Purchase order PO-20933", long_body, "",
+                           [("PO-20933.pdf", "application/pdf")], None,
+                           raw=raw_mail("order3", "Purchase order PO-20933", long_body))
+    large = MailClassified.model_validate(await bus.wait_for("mail.classified", big.mail_key))
+    assert large.spam_score is None and large.classification == "order", large.scores
+
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
         rows = {r["mail_key"]: r for r in
                 (await http.get("/classifications", params={"tenant": "acme"})).json()}
@@ -118,6 +127,7 @@ async def test_gtube_is_spam_an_order_is_not_and_a_stopped_spamd_costs_only_the_
         model = (await http.get("/model")).json()
     assert 'postroom_classifier_spamd_checks_total{result="ok"} 2.0' in metrics
     assert 'postroom_classifier_spamd_checks_total{result="unreachable"} 1.0' in metrics
+    assert 'postroom_classifier_spamd_checks_total{result="too_large"} 1.0' in metrics
     assert "postroom_classifier_spamd_seconds_count 2.0" in metrics
     assert model["spamd"] == f"127.0.0.1:{spamd.port}"
     log = service.log_text()
