@@ -4,27 +4,14 @@ in its own store (SQLite and PostgreSQL) through its HTTP API."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
-import pytest
+from classifier_harness import Bus, consumer_idle, until
 
 from postroom_classifier.handlers import classification_id
-from postroom_contracts import (
-    EVENTS_STREAM,
-    DocumentRef,
-    MailClassified,
-    MailParsed,
-    RouteDecision,
-    derive_event_id,
-)
-from postroom_runtime import NatsBlobStore, event_headers, provision_streams
+from postroom_contracts import MailClassified, RouteDecision
+from postroom_runtime import event_headers
 from postroom_testing.procs import free_port
 
 PBX_ROUTE = RouteDecision(kind="pbx", pbx="office", matched_by="network", transcribe=True,
@@ -55,88 +42,6 @@ MAILS: list[tuple[str, str, str, str, list[tuple[str, str]], RouteDecision | Non
      "Authentication-Results: mx.acme.example; spf=fail; dmarc=fail header.from=win.example\r\n",
      [], None),
 ]
-
-
-class Bus:
-    def __init__(self, nc: Any) -> None:
-        self.nc = nc
-        self.js = nc.jetstream()
-        self.blobs = NatsBlobStore(self.js, "postroom-blobs")
-
-    async def parsed(self, subject: str, body: str, headers: str,
-                     attachments: list[tuple[str, str]],
-                     route: RouteDecision | None) -> MailParsed:
-        key = uuid.uuid4().hex[:16]
-        raw = (f"From: someone@example.org\r\nTo: alice@acme.example\r\nSubject: x\r\n"
-               f"Message-ID: <{key}@example.org>\r\n{headers}\r\n{body}").encode()
-        docs = []
-        for index, (filename, content_type) in enumerate(attachments):
-            data = f"{filename} {key}".encode()
-            ref = await self.blobs.put(data, content_type=content_type)
-            docs.append(DocumentRef(document_id=derive_event_id(key, "document", str(index)),
-                                    index=index, filename=filename, content_type=content_type,
-                                    size=len(data), sha256=ref.sha256, blob=ref))
-        event = MailParsed(
-            event_id=derive_event_id(key, "mail.parsed"), tenant="acme", mail_key=key,
-            message_id=f"<{key}@example.org>", subject=subject,
-            header_from="someone@example.org", body_text=body,
-            document_ids=[d.document_id for d in docs], documents=docs, route=route,
-            raw=await self.blobs.put(raw, content_type="message/rfc822"))
-        await self.js.publish(event.nats_subject, event.model_dump_json().encode(),
-                              headers=event_headers(event))
-        return event
-
-    async def events(self, event_type: str) -> list[dict[str, Any]]:
-        info = await self.js.stream_info(EVENTS_STREAM)
-        out = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            try:
-                msg = await self.js.get_msg(EVENTS_STREAM, seq)
-            except nats.js.errors.NotFoundError:
-                continue
-            if msg.subject.startswith(f"postroom.{event_type}."):
-                out.append(json.loads(msg.data))
-        return out
-
-    async def wait_for(self, event_type: str, mail_key: str,
-                       within: float = 120) -> dict[str, Any]:
-        deadline = asyncio.get_running_loop().time() + within
-        while True:
-            found = [e for e in await self.events(event_type) if e["mail_key"] == mail_key]
-            if found:
-                assert len(found) == 1, found
-                return found[0]
-            assert asyncio.get_running_loop().time() < deadline, f"no {event_type}"
-            await asyncio.sleep(0.1)
-
-
-async def consumer_idle(bus: Bus) -> bool:
-    info = await bus.js.consumer_info(EVENTS_STREAM, "classifier-mail-parsed")
-    return info.num_pending == 0 and info.num_ack_pending == 0
-
-
-async def until(check: Any, what: str, within: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.1)
-
-
-@pytest.fixture
-async def bus(nats_server: Any) -> AsyncIterator[Bus]:
-    nc = await nats.connect(nats_server.url)
-    await provision_streams(nc.jetstream())
-    try:
-        yield Bus(nc)
-    finally:
-        await nc.close()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/classifier.db"
-    return str(request.getfixturevalue("postgres_url"))
 
 
 async def test_labelled_mails_are_classified_published_and_stored(
