@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import smtplib
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -20,9 +22,10 @@ from dnslib import PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSServer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from postroom_contracts.services import registered
 from postroom_runtime.tenants import load_seed, seed_tenants
 from postroom_testing.nats import NatsServer
-from postroom_testing.procs import ServiceProcess
+from postroom_testing.procs import STARTUP_SECONDS, ServiceProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TENANTS = REPO / "deploy" / "tenants.yaml"
@@ -258,3 +261,41 @@ def wait_until(check: Any, timeout: float = 30.0, interval: float = 0.1) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+def start_stack(nats_server: NatsServer, service_process: Callable[..., ServiceProcess],
+                data: Path, dns: LocalDns, **env: str) -> Stack:
+    """Seed the tenants and start every registered service (its ``postroom-<name>`` console
+    script, its own SQLite store under ``data``, free ports) against ``nats_server``; ``env``
+    goes to every service on top of the common wiring."""
+    asyncio.run(seed(nats_server.url))
+    common = {
+        "NATS_URL": nats_server.url,
+        "AUTH_DNS_SERVERS": dns.address,  # mail authentication asks only this machine
+        "BLOB_BACKEND": "nats",
+        "HTTP_HOST": "127.0.0.1",
+        "LOG_LEVEL": "INFO",
+        "CONSUMER_BACKOFF_BASE_SECONDS": "0.2",
+        "CONSOLE_ADMIN_KEY": CONSOLE_ADMIN_KEY,  # read by the console only
+        **env,
+    }
+    processes: dict[str, ServiceProcess] = {}
+    http_ports: dict[str, int] = {}
+    ports: dict[tuple[str, str], int] = {}
+    for spec in registered():
+        http_ports[spec.name] = free_port()
+        own = {}
+        for port in spec.ports:
+            ports[spec.name, port.name] = free_port()
+            own[port.env] = str(ports[spec.name, port.name])
+        processes[spec.name] = service_process(
+            f"postroom-{spec.name}",
+            env={**common, **own, "OTEL_SERVICE_NAME": spec.name,
+                 "HTTP_PORT": str(http_ports[spec.name]),
+                 "DATABASE_URL": f"sqlite+aiosqlite:///{data}/{spec.store_name}.db"},
+            ready_url=f"http://127.0.0.1:{http_ports[spec.name]}/health/ready",
+            name=spec.name,
+        )
+    for process in processes.values():
+        process.start(timeout=STARTUP_SECONDS)
+    return Stack(nats_server, processes, http_ports, ports, data, common)

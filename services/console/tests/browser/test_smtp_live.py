@@ -16,12 +16,11 @@ import httpx
 import pytest
 from console_harness import ADMIN_KEY
 from dashboard_helpers import count_loads, sign_in
-from e2e_stack import LocalDns, Stack, order_mail, seed
+from e2e_stack import LocalDns, Stack, order_mail, start_stack
 from playwright.async_api import Page, expect
 
-from postroom_contracts.services import registered
 from postroom_testing.nats import NatsServer
-from postroom_testing.procs import STARTUP_SECONDS, ServiceProcess, free_port
+from postroom_testing.procs import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -39,32 +38,9 @@ def dns() -> Iterator[LocalDns]:
 def stack(nats_server: NatsServer, service_process: Callable[..., ServiceProcess],
           tmp_path: Path, dns: LocalDns) -> Stack:
     """Every registered service, as tests/e2e starts them, the console with an admin key."""
-    asyncio.run(seed(nats_server.url))
-    common = {
-        "NATS_URL": nats_server.url, "AUTH_DNS_SERVERS": dns.address, "BLOB_BACKEND": "nats",
-        "HTTP_HOST": "127.0.0.1", "LOG_LEVEL": "INFO", "CONSUMER_BACKOFF_BASE_SECONDS": "0.2",
-        "CONSOLE_ADMIN_KEY": ADMIN_KEY,
-    }
-    processes: dict[str, ServiceProcess] = {}
-    http_ports: dict[str, int] = {}
-    ports: dict[tuple[str, str], int] = {}
-    for spec in registered():
-        http_ports[spec.name] = free_port()
-        own = {}
-        for port in spec.ports:
-            ports[spec.name, port.name] = free_port()
-            own[port.env] = str(ports[spec.name, port.name])
-        processes[spec.name] = service_process(
-            f"postroom-{spec.name}",
-            env={**common, **own, "OTEL_SERVICE_NAME": spec.name,
-                 "HTTP_PORT": str(http_ports[spec.name]),
-                 "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/{spec.store_name}.db"},
-            ready_url=f"http://127.0.0.1:{http_ports[spec.name]}/health/ready",
-            name=spec.name)
-    for process in processes.values():
-        process.start(timeout=STARTUP_SECONDS)
-    assert "console" in processes, "the console is a registered service"
-    return Stack(nats_server, processes, http_ports, ports, tmp_path, common)
+    stack = start_stack(nats_server, service_process, tmp_path, dns, CONSOLE_ADMIN_KEY=ADMIN_KEY)
+    assert "console" in stack.processes, "the console is a registered service"
+    return stack
 
 
 async def test_a_mail_sent_over_smtp_appears_live_with_its_label_and_trace(
