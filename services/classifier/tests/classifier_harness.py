@@ -25,6 +25,7 @@ from postroom_contracts import (
     derive_event_id,
 )
 from postroom_runtime import NatsBlobStore, event_headers
+from postroom_testing import procs
 from postroom_testing.procs import ManagedProcess
 
 SPAMD = "/usr/sbin/spamd"
@@ -114,10 +115,7 @@ async def consumer_idle(bus: Bus, durable: str = "classifier-mail-parsed") -> bo
 
 
 async def until(check: Any, what: str, within: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.1)
+    await procs.until(check, within, what=what, interval=0.1)
 
 
 class SpamdProcess(ManagedProcess):

@@ -4,7 +4,6 @@ console as a process, an HTTP client with a key."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import sys
@@ -35,6 +34,7 @@ from postroom_contracts import (
     derive_event_id,
 )
 from postroom_runtime import NatsBlobStore, event_headers, provision_streams
+from postroom_testing import procs
 from postroom_testing.procs import ManagedProcess
 
 ADMIN_KEY = "pr_0123456789ab_" + "A" * 32
@@ -44,13 +44,7 @@ LABELS_SCORES = ("meeting", "promotion", "intro", "voicemail", "order", "support
 
 async def until(check: Callable[[], Awaitable[Any]], what: str, within: float = 60) -> Any:
     """Poll ``check`` until it returns something truthy (returned), or fail after ``within``."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, f"timed out: {what}"
-        await asyncio.sleep(0.05)
+    return await procs.until(check, within, what=what, interval=0.05)
 
 
 def html_mail(key: str, subject: str, sender: str) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -20,12 +19,7 @@ CONSUMER = "mailer-delivery-requested"
 
 async def until_async(predicate: Callable[[], Any], within: float = 60.0) -> Any:
     """Poll an async predicate until it returns something true; return that."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not (result := await predicate()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not reached within {within:g}s")
-        await asyncio.sleep(0.05)
-    return result
+    return await until(predicate, within, interval=0.05)
 
 
 class Harness:

@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
+import inspect
 import os
 import shutil
 import signal
@@ -152,14 +153,22 @@ def pid_running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-async def until(predicate: Callable[[], object], within: float = 10.0) -> None:
-    """Wait (polling every 20 ms) until ``predicate()`` is true; AssertionError after
-    ``within`` seconds."""
+async def until(check: Callable[[], object], within: float = 10.0, *, what: str = "",
+                interval: float = 0.02) -> Any:
+    """Wait, polling every ``interval`` seconds, until ``check()`` (a plain function or one
+    returning an awaitable) gives something true, and return it; AssertionError naming
+    ``what`` after ``within`` seconds."""
     deadline = time.monotonic() + within
-    while not predicate():
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {within:g}s")
-        await asyncio.sleep(0.02)
+            raise AssertionError(
+                f"{what or 'condition'} not reached within {within:g}s")
+        await asyncio.sleep(interval)
 
 
 # ---------------------------------------------------------------------------------------------
