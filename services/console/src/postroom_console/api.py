@@ -22,7 +22,7 @@ from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel, Field
-from sqlalchemy import func, or_, select, tuple_, update
+from sqlalchemy import bindparam, func, literal_column, or_, select, text, tuple_, update
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from postroom_contracts import (
@@ -51,6 +51,7 @@ from .handlers import (
     encode_cursor,
     event_summary,
     feed_message,
+    fold,
     iso,
     seed_result,
     summary,
@@ -59,6 +60,7 @@ from .handlers import (
 from .projector import Projector
 
 MAX_PAGE = 500
+SEARCH_FTS_MAX = 500  # SQLite: the FTS5 table serves a subject search with this many matches
 STATS_FRESH_SECONDS = 2.0
 STATS_IDLE_SECONDS = 30.0
 HTML_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data: cid:; sandbox"
@@ -167,7 +169,7 @@ class Api:
                 func.lower(m.c.header_from).contains(needle, autoescape=True),
                 func.lower(m.c.envelope_from).contains(needle, autoescape=True)))
         if q:
-            query = query.where(func.lower(m.c.subject).contains(q.lower(), autoescape=True))
+            query = query.where(await self.subject_filter(q))
         if since is not None:
             query = query.where(m.c.received_at >= utc(since))
         if until is not None:
@@ -188,6 +190,33 @@ class Api:
             last = rows[-1]
             next_cursor = encode_cursor(utc(last["received_at"]), last["mail_key"])
         return {"items": [summary(r) for r in rows], "next_cursor": next_cursor}
+
+    async def subject_filter(self, q: str) -> Any:
+        """``q`` anywhere in the subject, ignoring case (Unicode case folding, the same on
+        both stores). PostgreSQL: the pattern is written into the statement, so the planner
+        sees it and picks the trigram index for a rare term, the keyset walk for a common one
+        (a generic prepared plan would walk for both). SQLite: the FTS5 trigram table when a
+        bounded probe finds at most SEARCH_FTS_MAX matches (then sorting them is cheap), else
+        the walk down ``ix_mails_received``, which stops early for a common term; terms shorter
+        than a trigram always walk."""
+        m = store.mails
+        needle = fold(q) or ""
+        if self.runtime.store.is_sqlite and len(needle) >= 3:
+            phrase = '"' + needle.replace('"', '""') + '"'
+            async with self.runtime.store.sessions() as session:
+                probe = (await session.execute(text(
+                    "SELECT count(*) FROM (SELECT 1 FROM mails_subject_fts "
+                    "WHERE mails_subject_fts MATCH :phrase LIMIT :most)"),
+                    {"phrase": phrase, "most": SEARCH_FTS_MAX + 1})).scalar_one()
+            if probe <= SEARCH_FTS_MAX:
+                return literal_column("mails.rowid").in_(
+                    text("SELECT rowid FROM mails_subject_fts "
+                         "WHERE mails_subject_fts MATCH :phrase")
+                    .bindparams(phrase=phrase).columns(literal_column("rowid")))
+        pattern = "%" + needle.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+        literal = not self.runtime.store.is_sqlite
+        return m.c.subject_search.like(bindparam("subject_pattern", pattern,
+                                                 literal_execute=literal), escape="/")
 
     async def mail_detail(self, who: Principal, mail_key: str) -> dict[str, Any]:
         row = await self.mail_row(who, mail_key)

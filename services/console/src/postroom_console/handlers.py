@@ -100,6 +100,11 @@ def trace_id_of(headers: dict[str, str]) -> str | None:
     return None
 
 
+def fold(text: str | None) -> str | None:
+    """The form of a subject and of a search term that the subject search compares."""
+    return None if text is None else text.casefold()
+
+
 def mail_key_of(msg: Incoming) -> str | None:
     return msg.headers.get(contract_headers.MAIL_KEY)
 
@@ -121,7 +126,8 @@ def new_mail(mail_key: str, tenant: str, at: datetime) -> dict[str, Any]:
     return {
         "mail_key": mail_key, "tenant": tenant, "message_id": None, "source": None,
         "mailbox": None, "envelope_from": None, "header_from": None, "recipients": [],
-        "subject": None, "received_at": at, "size": None, "raw": None, "status": "received",
+        "subject": None, "subject_search": None, "received_at": at, "size": None, "raw": None,
+        "status": "received",
         "label": None, "confidence": None, "scores": None, "model_version": None,
         "spam_score": None, "processor_id": None, "classified_at": None, "classify_ms": None,
         "corrected_label": None, "corrected_by": None, "trace_id": None,
@@ -268,6 +274,7 @@ def apply(batch: Batch, msg: Incoming) -> str | None:
     if error is not None:
         _failure(batch, msg, mail_key, error)
     if error is None and row["tenant"] == tenant:
+        row["subject_search"] = fold(row["subject"])
         row["last_sequence"] = msg.sequence
         row["updated_at"] = max(utc(row["updated_at"]) or occurred, occurred)
         batch.mails[mail_key] = row

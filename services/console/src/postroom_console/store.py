@@ -44,6 +44,10 @@ mails = Table(
     Column("header_from", Text, nullable=True),
     Column("recipients", JSON, nullable=False),
     Column("subject", Text, nullable=True),
+    # the subject case-folded (str.casefold) for the search: one text compared on both stores,
+    # served by a pg_trgm GIN index (PostgreSQL) or the FTS5 trigram table mails_subject_fts
+    # kept by triggers (SQLite); both made by migration 0002
+    Column("subject_search", Text, nullable=True),
     # mail.received's occurred_at; until it is seen, the first event's (keyset order: not null)
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("size", BigInteger, nullable=True),
