@@ -413,12 +413,14 @@ async def fan_out(port: int, nats_url: str, corpus: Corpus, clients: int, events
         nonlocal connected
         url = f"ws://{HOST}:{port}/api/v1/ws?key={ADMIN_KEY}"
         async with websockets.connect(url, max_queue=None, ping_interval=None) as ws:
-            connected += 1
-            if connected == clients:
-                ready.set()
             async for raw in ws:
                 t = time.perf_counter()
                 message = json.loads(raw)
+                if message.get("type") == "hello":  # registered: every later event comes
+                    connected += 1
+                    if connected == clients:
+                        ready.set()
+                    continue
                 if message.get("type") != "email_event":
                     received[n].append((-1, t))
                     continue
@@ -428,7 +430,6 @@ async def fan_out(port: int, nats_url: str, corpus: Corpus, clients: int, events
 
     tasks = [asyncio.create_task(client(n)) for n in range(clients)]
     await asyncio.wait_for(ready.wait(), 60)
-    await asyncio.sleep(0.5)  # the server has registered every client once accepted
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     published: dict[int, float] = {}

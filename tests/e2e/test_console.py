@@ -80,6 +80,12 @@ def test_mail_over_smtp_in_the_console_api_and_live_feed(stack: Stack) -> None:
                         feed.append((time.monotonic(), json.loads(raw)))
 
                 reader = asyncio.create_task(read_feed())
+                # the hello follows the (empty) backlog: every later event comes live
+                async def greeted() -> dict[str, Any] | None:
+                    return next((m for _, m in feed if m.get("type") == "hello"), None)
+
+                hello = await until(greeted, "the feed's hello")
+                assert isinstance(hello["position"], int)
                 reply = await asyncio.to_thread(stack.send, mail)
                 accepted_at = time.monotonic()
                 assert reply == (250, b"2.0.0 Message accepted")
@@ -105,7 +111,7 @@ def test_mail_over_smtp_in_the_console_api_and_live_feed(stack: Stack) -> None:
                                       if m.get("data", {}).get("mail_key") == row["mail_key"]}
 
                 await until(fed, "the mail's events on the WebSocket feed", within=30)
-                fed_after = next(t for t, m in feed if m["event"] == "mail.classified"
+                fed_after = next(t for t, m in feed if m.get("event") == "mail.classified"
                                  and m["data"].get("mail_key") == row["mail_key"]) - accepted_at
                 reader.cancel()
                 return {"row": row, "detail": detail, "results": results,

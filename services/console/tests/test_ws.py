@@ -39,6 +39,8 @@ async def test_live_feed_and_resume(bus: Bus, console: Console) -> None:
         feed = Feed(ws)
         backlog = await feed.take(8)
         assert [m["sequence"] for m in backlog] == list(range(1, 9))
+        # after the backlog: the position from which live delivery is complete
+        assert await feed.next() == {"type": "hello", "position": 8, "tenant": None}
         assert [m["event"] for m in backlog][:5] == [
             "mail.received", "mail.authenticated", "document.stored", "mail.parsed",
             "mail.classified"]
@@ -66,19 +68,32 @@ async def test_live_feed_and_resume(bus: Bus, console: Console) -> None:
 
     # reconnect with the last sequence seen: only what came after, then live again
     await bus.mail(stages=2)
+    await console.caught_up(bus)
     async with websockets.connect(ws_url(console, "/ws/emails/dash-1", ADMIN_KEY,
                                          since=13)) as ws:
         feed = Feed(ws)
         assert [m["sequence"] for m in await feed.take(2)] == [14, 15]
+        assert (await feed.next())["position"] == 15
         await feed.nothing_more(0.5)
         await bus.mail(stages=1)
         assert [m["sequence"] for m in await feed.take(1)] == [16]
+
+
+async def test_live_only_gets_hello_first(bus: Bus, console: Console) -> None:
+    await bus.mail(stages=3)
+    await console.caught_up(bus)
+    async with websockets.connect(ws_url(console, "/api/v1/ws", ADMIN_KEY)) as ws:
+        feed = Feed(ws)
+        assert await feed.next() == {"type": "hello", "position": 3, "tenant": None}
+        await bus.mail(stages=1)
+        assert (await feed.next())["sequence"] == 4
 
 
 async def test_tenant_scope_and_bad_key(bus: Bus, console: Console) -> None:
     key = await console.tenant_key("acme")
     async with websockets.connect(ws_url(console, "/api/v1/ws", key, since=0)) as ws:
         feed = Feed(ws)
+        assert await feed.next() == {"type": "hello", "position": 0, "tenant": "acme"}
         await bus.mail(tenant="globex", stages=2)
         acme = await bus.mail(tenant="acme", stages=2)
         got = await feed.take(2)
@@ -86,8 +101,10 @@ async def test_tenant_scope_and_bad_key(bus: Bus, console: Console) -> None:
         assert {m["data"]["tenant"] for m in got} == {"acme"}
         await feed.nothing_more()
     async with websockets.connect(ws_url(console, "/api/v1/ws", key, since=0)) as ws:
-        got = await Feed(ws).take(2)
-        assert [m["sequence"] for m in got] == [3, 4]
+        got = await Feed(ws).take(3)
+        assert [m["sequence"] for m in got[:2]] == [3, 4]
+        # another tenant's events are not sent, but the position passes them
+        assert got[2] == {"type": "hello", "position": 4, "tenant": "acme"}
     async with websockets.connect(ws_url(console, "/api/v1/ws", "wrong")) as ws:
         assert json.loads(await ws.recv())["status"] == 401
         with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -103,5 +120,6 @@ async def test_a_backlog_beyond_the_limit_asks_for_a_resync(bus: Bus,
     async with websockets.connect(ws_url(console, "/api/v1/ws", ADMIN_KEY, since=0)) as ws:
         feed = Feed(ws)
         assert await feed.next() == {"type": "resync"}
+        assert await feed.next() == {"type": "hello", "position": 5, "tenant": None}
         await bus.mail(stages=1)
         assert (await feed.next())["sequence"] == 6

@@ -14,7 +14,7 @@ import math
 import time
 import urllib.parse
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nh3
@@ -109,10 +109,19 @@ class Api:
     # -- helpers -------------------------------------------------------------------------------
 
     async def principal(self, request: Request, *, allow_query: bool = False) -> Principal:
+        """The caller's key: the ``Authorization``/``X-API-Key`` header; where a browser cannot
+        send one (frames, WebSocket), also ``?ticket=`` (``POST /api/v1/tickets``) or
+        ``?key=`` (kept for API clients; redacted in the logs)."""
         key = presented_key(request)
-        if key is None and allow_query:
-            key = request.query_params.get("key")
         async with self.runtime.store.sessions() as session:
+            if key is None and allow_query:
+                ticket = request.query_params.get("ticket")
+                if ticket:
+                    found = await auth.verify_ticket(session, ticket, time.time())
+                    if found is None:
+                        raise unauthorized()
+                    return found
+                key = request.query_params.get("key")
             found = await auth.verify(session, key)
         if found is None:
             raise unauthorized()
@@ -428,7 +437,8 @@ class Api:
     def projection_state(self) -> dict[str, Any]:
         p = self.projector
         return {"position": p.position, "stream_last": p.stream_last, "lag": p.lag,
-                "running": p.running, "rebuilt_at": iso(p.rebuilt_at)}
+                "running": p.running, "rebuilt_at": iso(p.rebuilt_at),
+                "role": "leader" if p.leader else "follower", "fed": p.live_position}
 
     async def consumers(self) -> list[dict[str, Any]]:
         try:
@@ -463,9 +473,12 @@ class Api:
         return [feed_message(r, mails.get(r["mail_key"])) for r in rows]
 
     async def websocket(self, ws: WebSocket) -> None:
-        key = ws.query_params.get("key")
+        ticket = ws.query_params.get("ticket")
         async with self.runtime.store.sessions() as session:
-            who = await auth.verify(session, key)
+            if ticket:
+                who = await auth.verify_ticket(session, ticket, time.time())
+            else:
+                who = await auth.verify(session, ws.query_params.get("key"))
         await ws.accept()
         if who is None:
             await ws.send_json({"type": "error", "status": 401, "title": "Unauthorized"})
@@ -473,6 +486,8 @@ class Api:
             return
         since_raw = ws.query_params.get("since")
         client = self.broadcaster.connect(who.tenant)
+        # every event after this one is queued for the client from here on
+        connected_at = self.projector.live_position
         last_sent = -1
         try:
             if since_raw not in (None, ""):
@@ -483,11 +498,14 @@ class Api:
                 backlog = await self.backlog(who, since, self.ws_backlog + 1)
                 if len(backlog) > self.ws_backlog:
                     await ws.send_json(RESYNC)
-                    last_sent = self.projector.position
+                    last_sent = self.projector.live_position
                 else:
                     for message in backlog:
                         await ws.send_json(message)
                         last_sent = message["sequence"]
+            # the backlog is out: from ``position`` on, the client gets every event live
+            await ws.send_json({"type": "hello", "position": max(last_sent, connected_at),
+                                "tenant": who.tenant})
             reader = asyncio.create_task(_drain(ws))
             try:
                 while True:
@@ -535,6 +553,16 @@ class Api:
         async def session(request: Request) -> dict[str, Any]:
             who = await api.principal(request)
             return {"name": who.name, "tenant": who.tenant, "admin": who.admin}
+
+        @app.post("/api/v1/tickets", status_code=201)
+        async def ticket(request: Request) -> dict[str, Any]:
+            """A ticket for URLs (``?ticket=``: WebSocket, mail HTML, documents) instead of
+            the key: valid for 60 s, scoped as the key that asked for it."""
+            who = await api.principal(request)
+            async with api.runtime.store.sessions() as s:
+                value, expires = await auth.issue_ticket(s, who, time.time())
+            return {"ticket": value, "expires_at": iso(datetime.fromtimestamp(expires, UTC)),
+                    "expires_in": auth.TICKET_SECONDS}
 
         @app.get("/api/v1/keys")
         async def list_keys(request: Request) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from postroom_runtime import ServiceRuntime, load_settings
 
-from . import auth, store
+from . import auth, redact, store
 from .api import Api
 from .config import ConsoleSettings
 from .feed import Broadcaster
@@ -63,12 +63,16 @@ def build_runtime(
 ) -> ServiceRuntime:
     """The service, ready for ``await runtime.start()`` (or ``postroom_runtime.run``)."""
     settings = settings or load_settings(ConsoleSettings)
+    redact.install()  # ?key= / ?ticket= never reach a log line
     runtime = ServiceRuntime(settings, migrations=MIGRATIONS, registry=registry,
                              configure_logging=configure_logging)
     broadcaster = Broadcaster(settings.console_ws_queue)
     projector = Projector(runtime, batch_size=settings.console_batch_size,
                           resubscribe_seconds=settings.console_resubscribe_seconds,
-                          metrics=Metrics(registry), on_applied=broadcaster.on_applied)
+                          metrics=Metrics(registry), on_applied=broadcaster.on_applied,
+                          on_reset=broadcaster.resync_all,
+                          leader_retry_seconds=settings.console_leader_retry_seconds,
+                          follow_poll_seconds=settings.console_follow_poll_seconds)
     runtime.relay_for(store.outbox)  # mail.label_corrected, published after commit
     api = Api(runtime, projector, broadcaster, ws_backlog=settings.console_ws_backlog)
 

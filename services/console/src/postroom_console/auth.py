@@ -102,3 +102,44 @@ def key_json(row: Any) -> dict[str, Any]:
     return {"key_id": row.key_id, "name": row.name, "tenant": row.tenant,
             "admin": row.tenant is None, "created_at": iso(row.created_at),
             "revoked_at": iso(row.revoked_at)}
+
+
+# --- tickets: short-lived stand-ins for a key in URLs --------------------------------------
+# A browser cannot send a header with a WebSocket or a frame's request; a URL with the key in
+# it ends up in logs and history. A ticket is ``tk.<key id>.<expiry>.<signature>``: valid for
+# TICKET_SECONDS, signed with the key's stored hash (shared by every replica through the
+# store), dead with its key when that is revoked.
+
+TICKET_SECONDS = 60
+
+
+def _ticket_signature(secret_hash: str, key_id: str, expires: int) -> str:
+    return hmac.new(secret_hash.encode(), f"ticket.{key_id}.{expires}".encode(),
+                    hashlib.sha256).hexdigest()[:40]
+
+
+async def issue_ticket(session: AsyncSession, who: Principal, now: float) -> tuple[str, int]:
+    row = (await session.execute(select(api_keys.c.secret_hash)
+                                 .where(api_keys.c.key_id == who.key_id))).first()
+    if row is None:
+        raise LookupError(who.key_id)
+    expires = int(now) + TICKET_SECONDS
+    return f"tk.{who.key_id}.{expires}.{_ticket_signature(row.secret_hash, who.key_id, expires)}", \
+        expires
+
+
+async def verify_ticket(session: AsyncSession, ticket: str | None,
+                        now: float) -> Principal | None:
+    parts = (ticket or "").split(".")
+    if len(parts) != 4 or parts[0] != "tk" or not parts[2].isdigit():
+        return None
+    _, key_id, expires_raw, signature = parts
+    expires = int(expires_raw)
+    if not now <= expires <= now + TICKET_SECONDS + 5:
+        return None
+    row = (await session.execute(select(api_keys).where(api_keys.c.key_id == key_id))).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(signature, _ticket_signature(row.secret_hash, key_id, expires)):
+        return None
+    return Principal(row.key_id, row.name, row.tenant)

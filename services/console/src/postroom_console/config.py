@@ -30,6 +30,14 @@ class ConsoleSettings(RuntimeSettings):
         default=10.0, gt=0,
         description="Subscribe again from the stored position when the stream is ahead and "
         "nothing arrived for this long (a lost ordered consumer)")
+    console_leader_retry_seconds: float = Field(
+        default=2.0, gt=0,
+        description="A replica that does not project tries to take the projector lock this "
+        "often; the projecting one checks its lock's connection as often")
+    console_follow_poll_seconds: float = Field(
+        default=0.25, gt=0,
+        description="A replica that does not project reads new timeline rows for its "
+        "WebSocket clients this often")
     console_ws_backlog: int = Field(
         default=1000, ge=1,
         description="Events a WebSocket client is sent on connect at most; beyond it the "

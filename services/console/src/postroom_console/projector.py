@@ -2,6 +2,15 @@
 the console's store; each batch of messages is applied and the position advanced in one
 transaction, then the batch's events go to the live feed.
 
+Replicas: only the replica holding the projector lock (``leader.py``) projects; the others
+serve the API from the same store and feed their WebSocket clients by polling the
+``timeline`` table for rows after the last sequence they fed (``CONSOLE_FOLLOW_POLL_SECONDS``),
+and try to take the lock every ``CONSOLE_LEADER_RETRY_SECONDS``: when the leader dies, one of
+them projects on from the stored position. The position update is conditional on the
+position the writer started from, so a second writer (a lock lost without noticing) or a
+rebuild requested on another replica makes the batch roll back; the writer then reloads the
+position and subscribes again.
+
 Robustness: a message at or below the stored position is skipped (a redelivery after a
 reconnect or a consumer reset changes nothing); when the stream is ahead but nothing arrived
 for ``CONSOLE_RESUBSCRIBE_SECONDS`` (a consumer lost with the connection), it subscribes again
@@ -28,11 +37,24 @@ from postroom_runtime import ServiceRuntime
 from postroom_runtime.store import utcnow
 
 from . import store
-from .handlers import Batch, Incoming, apply, mail_key_of
+from .handlers import Batch, Incoming, apply, mail_key_of, utc
+from .leader import Leadership
 
 log = logging.getLogger(__name__)
 
 OnApplied = Callable[[Batch], Awaitable[None]]
+OnReset = Callable[[], None]
+FOLLOW_PAGE = 1000
+
+
+def same_time(a: Any, b: Any) -> bool:
+    """Equal instants (SQLite gives them back without a time zone)."""
+    return utc(a) == utc(b)
+
+
+class Fenced(Exception):
+    """The stored position is not the one this writer advanced from (another writer, or a
+    rebuild requested on another replica): the batch is rolled back."""
 IDLE_HEARTBEAT_SECONDS = 2.0
 LAG_POLL_SECONDS = 1.0
 BATCH_GAP_SECONDS = 0.003
@@ -64,12 +86,20 @@ class Metrics:
 class Projector:
     def __init__(self, runtime: ServiceRuntime, *, batch_size: int,
                  resubscribe_seconds: float, metrics: Metrics,
-                 on_applied: OnApplied | None = None) -> None:
+                 on_applied: OnApplied | None = None, on_reset: OnReset | None = None,
+                 leader_retry_seconds: float = 2.0,
+                 follow_poll_seconds: float = 0.25) -> None:
         self.runtime = runtime
         self.batch_size = batch_size
         self.resubscribe_seconds = resubscribe_seconds
         self.metrics = metrics
         self.on_applied = on_applied
+        self.on_reset = on_reset
+        self.leader_retry_seconds = leader_retry_seconds
+        self.follow_poll_seconds = follow_poll_seconds
+        self.leadership = Leadership(runtime.store)
+        self.leader = False  # this replica holds the projector lock and projects
+        self.fed = 0  # the last sequence handed to the live feed (followers: from the table)
         self.position = 0
         self.stream_last = 0
         self.rebuilt_at: Any = None
@@ -93,11 +123,17 @@ class Projector:
     def lag(self) -> int:
         return max(0, self.stream_last - self.position)
 
+    @property
+    def live_position(self) -> int:
+        """Every event after this sequence reaches the live feed's clients."""
+        return self.position if self.leader else self.fed
+
     async def start(self) -> None:
         self.position, self.rebuilt_at = await self._load_position()
+        self.fed = self.position
         self.metrics.position.set(self.position)
         await self.refresh_stream_last()
-        self._task = asyncio.create_task(self._run(), name="console-projector")
+        self._task = asyncio.create_task(self._main(), name="console-projector")
         self._lag_task = asyncio.create_task(self._watch(), name="console-projection-lag")
 
     async def stop(self) -> None:
@@ -107,6 +143,131 @@ class Projector:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         await self._unsubscribe()
+        await self.leadership.release()
+
+    # -- leader or follower --------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        while True:
+            try:
+                acquired = await self.leadership.try_acquire()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cannot try the projector lock", extra={"error": str(exc)})
+                acquired = False
+            if acquired:
+                await self._lead()
+            else:
+                await self._follow(self.leader_retry_seconds)
+
+    async def _lead(self) -> None:
+        try:
+            await self._poll()  # what the previous leader wrote, to this replica's clients
+            async with self._lock:
+                self.position, self.rebuilt_at = await self._load_position()
+                self.fed = self.position
+                self.generation += 1
+                self.leader = True
+            self._resubscribe.clear()
+            log.info("projector lock taken: this replica projects",
+                     extra={"position": self.position})
+            run = asyncio.create_task(self._run(), name="console-projector-consumer")
+            held = asyncio.create_task(self._hold(), name="console-projector-lock")
+            done, pending = await asyncio.wait({run, held},
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            for task in done:
+                if task.exception() is not None:
+                    log.warning("projector lock lost", extra={"error": str(task.exception())})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("projecting stopped", extra={"error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            self.leader = False
+            await self._unsubscribe()
+            await self.leadership.release()
+
+    async def _hold(self) -> None:
+        """Returns (raises) when the lock's connection fails."""
+        while True:
+            await asyncio.sleep(self.leader_retry_seconds)
+            await self.leadership.check()
+
+    async def _follow(self, seconds: float) -> None:
+        """Feed the live clients from the table for ``seconds``."""
+        until = time.monotonic() + seconds
+        while True:
+            try:
+                await self._poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cannot read the projection", extra={"error": str(exc)})
+            if time.monotonic() >= until:
+                return
+            await asyncio.sleep(self.follow_poll_seconds)
+
+    async def _poll(self) -> None:
+        """The rows the leader committed since the last poll, to the live feed."""
+        t, m, ps = store.timeline, store.mails, store.projection_state
+        while True:
+            async with self.runtime.store.sessions() as session:
+                state = (await session.execute(
+                    select(ps.c.last_sequence, ps.c.rebuilt_at)
+                    .where(ps.c.name == store.PROJECTION))).first()
+                if state is None:
+                    return
+                if not same_time(state.rebuilt_at, self.rebuilt_at):  # rebuilt: the clients reload
+                    self.rebuilt_at = state.rebuilt_at
+                    self.fed = min(self.fed, int(state.last_sequence))
+                    if self.on_reset is not None:
+                        self.on_reset()
+                self.position = int(state.last_sequence)
+                self.metrics.position.set(self.position)
+                rows = [dict(r._mapping) for r in (await session.execute(
+                    select(t).where(t.c.sequence > self.fed, t.c.sequence <= self.position)
+                    .order_by(t.c.sequence).limit(FOLLOW_PAGE))).all()]
+                keys = {r["mail_key"] for r in rows}
+                mails = {}
+                if keys:
+                    mails = {r.mail_key: dict(r._mapping) for r in (await session.execute(
+                        select(m).where(m.c.mail_key.in_(keys)))).all()}
+            if not rows:
+                self.fed = max(self.fed, self.position)
+                return
+            batch = Batch(last_sequence=rows[-1]["sequence"])
+            batch.applied = [(r, mails.get(r["mail_key"])) for r in rows]
+            self.fed = batch.last_sequence
+            if self.on_applied is not None:
+                try:
+                    await self.on_applied(batch)
+                except Exception:
+                    log.exception("live feed failed")
+            if len(rows) < FOLLOW_PAGE:
+                self.fed = max(self.fed, self.position)
+                return
+
+    async def _refence(self) -> None:
+        """The stored position moved under this writer: take it from the store."""
+        async with self._lock:
+            position, rebuilt_at = await self._load_position()
+            self._take_position(position, rebuilt_at)
+
+    def _take_position(self, position: int, rebuilt_at: Any) -> None:
+        reset = not same_time(rebuilt_at, self.rebuilt_at) or position < self.position
+        log.warning("the stored position moved under the projector: reloading it",
+                    extra={"position": self.position, "stored": position})
+        self.position, self.rebuilt_at, self.fed = position, rebuilt_at, position
+        self.metrics.position.set(position)
+        self.generation += 1
+        self._resubscribe.set()  # the consumer subscribes again from the stored position
+        if reset and self.on_reset is not None:
+            self.on_reset()
 
     async def _load_position(self) -> tuple[int, Any]:
         t = store.projection_state
@@ -138,12 +299,30 @@ class Projector:
             except Exception as exc:
                 log.warning("cannot read the stream's state", extra={"error": str(exc)})
                 continue
+            if not self.leader:
+                continue
+            try:
+                await self._check_stored_position()
+            except Exception as exc:
+                log.warning("cannot read the stored position", extra={"error": str(exc)})
             quiet = time.monotonic() - self._last_activity
             if self.lag > 0 and quiet > self.resubscribe_seconds:
                 log.warning("projection behind and its consumer quiet: subscribing again",
                             extra={"position": self.position, "stream_last": self.stream_last})
                 self._last_activity = time.monotonic()
                 self._resubscribe.set()
+
+    async def _check_stored_position(self) -> None:
+        """A rebuild requested on another replica resets the stored position while this one
+        may have nothing to write (a quiet stream): noticed here, not only by a fenced batch."""
+        ps = store.projection_state
+        async with self._lock:
+            async with self.runtime.store.sessions() as session:
+                state = (await session.execute(select(ps.c.last_sequence, ps.c.rebuilt_at)
+                                               .where(ps.c.name == store.PROJECTION))).first()
+            if state is not None and (int(state.last_sequence) != self.position
+                                      or not same_time(state.rebuilt_at, self.rebuilt_at)):
+                self._take_position(int(state.last_sequence), state.rebuilt_at)
 
     # -- the consumer --------------------------------------------------------------------------
 
@@ -185,6 +364,9 @@ class Projector:
                 self._resubscribe.clear()
             except asyncio.CancelledError:
                 raise
+            except Fenced:
+                await self._refence()
+                self._resubscribe.clear()
             except Exception as exc:
                 log.warning("projection consumer failed; subscribing again",
                             extra={"error": f"{type(exc).__name__}: {exc}",
@@ -237,6 +419,8 @@ class Projector:
                 return
             try:
                 await self._commit(fresh)
+            except Fenced:
+                raise
             except Exception as exc:
                 if not await self._store_answers():
                     raise
@@ -246,6 +430,8 @@ class Projector:
                 for msg in fresh:
                     try:
                         await self._commit([msg])
+                    except Fenced:
+                        raise
                     except Exception as one:
                         if not await self._store_answers():
                             raise
@@ -290,7 +476,7 @@ class Projector:
         self._advance(batch, 1, 0.0)
 
     def _advance(self, batch: Batch, events: int, seconds: float) -> None:
-        self.position = batch.last_sequence
+        self.position = self.fed = batch.last_sequence
         self.metrics.position.set(self.position)
         self.metrics.events.inc(events)
         self.metrics.failures.inc(len(batch.failures))
@@ -359,9 +545,13 @@ class Projector:
             await session.execute(insert(store.projection_failures), [
                 fit(store.projection_failures, {**f, "failed_at": now})
                 for f in batch.failures])
-        await session.execute(update(store.projection_state)
-                              .where(store.projection_state.c.name == store.PROJECTION)
-                              .values(last_sequence=batch.last_sequence))
+        moved = await session.execute(
+            update(store.projection_state)
+            .where(store.projection_state.c.name == store.PROJECTION,
+                   store.projection_state.c.last_sequence == self.position)
+            .values(last_sequence=batch.last_sequence))
+        if moved.rowcount != 1:
+            raise Fenced(f"stored position is not {self.position}")
 
     # -- rebuild -------------------------------------------------------------------------------
 
@@ -369,7 +559,8 @@ class Projector:
         """Drop the read model (not the API keys or corrections) and read the stream again
         from its first message."""
         async with self._lock:
-            await self._unsubscribe()
+            if self.leader:
+                await self._unsubscribe()
             async with self.runtime.store.transaction() as session:
                 for table in store.PROJECTION_TABLES:
                     await session.execute(delete(table))
@@ -377,9 +568,12 @@ class Projector:
                 await session.execute(update(store.projection_state)
                                       .where(store.projection_state.c.name == store.PROJECTION)
                                       .values(last_sequence=0, rebuilt_at=now))
-            self.position = 0
+            self.position = self.fed = 0
             self.generation += 1
             self.rebuilt_at = now
             self.metrics.position.set(0)
-            self._resubscribe.set()  # the consumer loop subscribes again from 1
-        log.info("projection rebuilding from the start of the stream")
+            if self.leader:
+                self._resubscribe.set()  # the consumer loop subscribes again from 1
+        # on another replica the leader notices the stored position (fenced) and reloads it
+        log.info("projection rebuilding from the start of the stream",
+                 extra={"leader": self.leader})

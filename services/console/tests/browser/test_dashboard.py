@@ -63,6 +63,9 @@ async def test_a_mail_appears_live_and_its_detail_shows_the_journey(
         tmp_path: Path) -> None:
     older = await bus.mail(subject="Earlier order 41", label="order")
     await console.caught_up(bus)
+    urls: list[str] = []  # every URL the page asks for: a ticket in it, never the key
+    page.on("request", lambda request: urls.append(request.url))
+    page.on("websocket", lambda ws: urls.append(ws.url))
     await sign_in(page, console.url, ADMIN_KEY)
     await expect(row(page, older.mail_key)).to_be_visible()
     loads = count_loads(page)
@@ -129,6 +132,9 @@ async def test_a_mail_appears_live_and_its_detail_shows_the_journey(
     await expect(row(page, sent.mail_key)).to_be_visible()
     await expect(row(page, older.mail_key)).to_be_visible()
     assert loads == []
+    assert [u for u in urls if "/api/v1/ws?ticket=tk." in u], urls
+    assert [u for u in urls if "/html?ticket=tk." in u], urls
+    assert not [u for u in urls if "key=" in u or ADMIN_KEY in u]
 
 
 async def test_a_label_correction_is_sent_and_comes_back(

@@ -1,6 +1,6 @@
 // The console's REST API with the signed-in key. The key lives in sessionStorage: it goes
-// when the tab closes, and is never put in a URL except the WebSocket's (browsers cannot set
-// headers on a WebSocket).
+// when the tab closes, and is never put in a URL: where a browser cannot send a header (the
+// WebSocket, the mail's HTML frame) the URL carries a ticket instead, valid for 60 s.
 
 const STORAGE = "postroom.console.key";
 
@@ -88,4 +88,17 @@ export async function download(path, fallbackName = "download") {
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
   return { name, size: blob.size };
+}
+
+/** A short-lived ticket for a URL (?ticket=) that cannot carry the Authorization header. */
+export async function ticket(key = auth.key) {
+  const got = await api("/api/v1/tickets", { method: "POST", key });
+  return got.ticket;
+}
+
+/** ``path`` with a fresh ticket in its query. */
+export async function withTicket(path) {
+  const url = new URL(path, location.origin);
+  url.searchParams.set("ticket", await ticket());
+  return url.pathname + url.search;
 }

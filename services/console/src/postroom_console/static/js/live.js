@@ -3,6 +3,8 @@
 // Pages subscribe to "event" (an email_event message), "resync" (too much was missed: reload)
 // and "state" (connecting / open / closed, for the indicator).
 
+import { ticket } from "./api.js";
+
 const MIN_DELAY_MS = 500;
 const MAX_DELAY_MS = 10_000;
 
@@ -46,21 +48,31 @@ export class LiveFeed extends EventTarget {
     }
   }
 
-  url() {
+  /** The feed's URL with a fresh ticket (the key itself never goes into a URL). */
+  async url() {
     const url = new URL("/api/v1/ws", location.href);
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-    url.searchParams.set("key", this.key);
+    url.searchParams.set("ticket", await ticket(this.key));
     if (this.lastSequence !== null) url.searchParams.set("since", String(this.lastSequence));
     return url.toString();
   }
 
-  connect() {
+  async connect() {
     if (this.stopped) return;
     this.setState("connecting");
+    const key = this.key;
     let socket;
     try {
-      socket = new WebSocket(this.url());
-    } catch {
+      const url = await this.url();
+      if (this.stopped || key !== this.key) return; // signed out (or in again) meanwhile
+      socket = new WebSocket(url);
+    } catch (err) {
+      if (err && err.status === 401) {
+        // The key is not valid (revoked?): retrying would not help.
+        this.stop();
+        this.dispatchEvent(new CustomEvent("unauthorized"));
+        return;
+      }
       this.scheduleReconnect();
       return;
     }

@@ -3,18 +3,12 @@
 // transcripts, replies, deliveries and the body (HTML sanitised by the server, shown in a
 // sandboxed frame). Updates itself when an event for this mail arrives on the live feed.
 
-import { ApiError, api, auth, download } from "../api.js";
+import { ApiError, api, download, withTicket } from "../api.js";
 import {
   LABELS, clear, confidenceCell, debounce, facts, fmtBytes, fmtMs, fmtPct, fmtStamp, h,
   labelBadge, statusBadge, timeCell, toast,
 } from "../dom.js";
 import { listHref } from "./mails.js";
-
-function withKey(path) {
-  const url = new URL(path, location.origin);
-  url.searchParams.set("key", auth.key);
-  return url.pathname + url.search;
-}
 
 function section(id, title, ...content) {
   return h("section", { id, class: "card" }, h("h2", {}, title), ...content);
@@ -235,11 +229,12 @@ function body(detail) {
         referrerpolicy: "no-referrer", loading: "lazy", class: "body-html",
       });
       panel.append(frame);
-      // A frame cannot send the auth header; the HTML route takes the key as a query
-      // parameter instead (as the WebSocket does). The response carries its own CSP
-      // (inline styles of the mail allowed, nothing else, sandbox) and the frame has every
-      // sandbox flag: no scripts, no same origin, no forms, no top navigation.
-      frame.src = withKey(detail.html_url);
+      // A frame cannot send the auth header; its URL carries a ticket (60 s, as the
+      // WebSocket's) instead of the key. The response carries its own CSP (inline styles of
+      // the mail allowed, nothing else, sandbox) and the frame has every sandbox flag: no
+      // scripts, no same origin, no forms, no top navigation.
+      withTicket(detail.html_url).then((src) => { frame.src = src; },
+        (err) => toast(`Could not load the HTML body: ${err.message}`, "error"));
     }
   };
   for (const [name, text] of [["text", "Text"], ...(hasHtml ? [["html", "HTML"]] : [])]) {
