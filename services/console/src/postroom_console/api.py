@@ -438,7 +438,8 @@ class Api:
         p = self.projector
         return {"position": p.position, "stream_last": p.stream_last, "lag": p.lag,
                 "running": p.running, "rebuilt_at": iso(p.rebuilt_at),
-                "role": "leader" if p.leader else "follower", "fed": p.live_position}
+                "role": "leader" if p.leader else "follower", "fed": p.live_position,
+                "analyzed_at": iso(p.analyzed_at)}
 
     async def consumers(self) -> list[dict[str, Any]]:
         try:

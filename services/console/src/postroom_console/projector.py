@@ -100,6 +100,11 @@ class Projector:
         self.leadership = Leadership(runtime.store)
         self.leader = False  # this replica holds the projector lock and projects
         self.fed = 0  # the last sequence handed to the live feed (followers: from the table)
+        # a rebuild (or a first catch-up from an empty store) refreshes the planner's
+        # statistics once it reaches the stream's end: plans made on an empty table's
+        # estimates would stay with 100,000 rows (PostgreSQL without autovacuum, SQLite always)
+        self.analyze_pending = False
+        self.analyzed_at: Any = None
         self.position = 0
         self.stream_last = 0
         self.rebuilt_at: Any = None
@@ -169,6 +174,8 @@ class Projector:
                 self.fed = self.position
                 self.generation += 1
                 self.leader = True
+                if self.position == 0:
+                    self.analyze_pending = True
             self._resubscribe.clear()
             log.info("projector lock taken: this replica projects",
                      extra={"position": self.position})
@@ -260,6 +267,8 @@ class Projector:
 
     def _take_position(self, position: int, rebuilt_at: Any) -> None:
         reset = not same_time(rebuilt_at, self.rebuilt_at) or position < self.position
+        if reset:
+            self.analyze_pending = True
         log.warning("the stored position moved under the projector: reloading it",
                     extra={"position": self.position, "stored": position})
         self.position, self.rebuilt_at, self.fed = position, rebuilt_at, position
@@ -305,12 +314,35 @@ class Projector:
                 await self._check_stored_position()
             except Exception as exc:
                 log.warning("cannot read the stored position", extra={"error": str(exc)})
+            if self.analyze_pending and self.lag == 0 and self.position > 0:
+                try:
+                    await self.analyze()
+                except Exception as exc:
+                    log.warning("cannot refresh the statistics", extra={"error": str(exc)})
             quiet = time.monotonic() - self._last_activity
             if self.lag > 0 and quiet > self.resubscribe_seconds:
                 log.warning("projection behind and its consumer quiet: subscribing again",
                             extra={"position": self.position, "stream_last": self.stream_last})
                 self._last_activity = time.monotonic()
                 self._resubscribe.set()
+
+    async def analyze(self) -> None:
+        """Refresh the planner's statistics of the projection's tables (SQLite: ``ANALYZE``
+        and ``PRAGMA optimize``; PostgreSQL: ``ANALYZE`` of each table)."""
+        started = time.perf_counter()
+        async with self._lock:
+            async with self.runtime.store.engine.begin() as conn:
+                if self.runtime.store.is_sqlite:
+                    for table in store.PROJECTION_TABLES:
+                        await conn.exec_driver_sql(f"ANALYZE {table.name}")
+                    await conn.exec_driver_sql("PRAGMA optimize")
+                else:
+                    await conn.exec_driver_sql("ANALYZE " + ", ".join(
+                        t.name for t in store.PROJECTION_TABLES))
+            self.analyze_pending = False
+            self.analyzed_at = utcnow()
+        log.info("projection caught up after a rebuild: statistics refreshed", extra={
+            "position": self.position, "seconds": round(time.perf_counter() - started, 3)})
 
     async def _check_stored_position(self) -> None:
         """A rebuild requested on another replica resets the stored position while this one
@@ -571,6 +603,7 @@ class Projector:
             self.position = self.fed = 0
             self.generation += 1
             self.rebuilt_at = now
+            self.analyze_pending = True
             self.metrics.position.set(0)
             if self.leader:
                 self._resubscribe.set()  # the consumer loop subscribes again from 1
