@@ -225,3 +225,17 @@ async def test_tenants_from_the_registry(bus: Bus, console: Console) -> None:
     key = await console.tenant_key("globex")
     async with console.client(key) as http:
         assert [t["slug"] for t in (await http.get("/api/v1/tenants")).json()] == ["globex"]
+
+
+async def test_the_api_docs_load_nothing_from_another_host(console: Console) -> None:
+    import re
+
+    page = await console.http.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page.text)
+    assert urls, page.text
+    assert not [u for u in urls if "//" in u], urls  # no scheme, no protocol-relative host
+    assert "cdn" not in page.text.lower()
+    for url in urls:
+        assert (await console.http.get(url)).status_code == 200, url
+    assert {"/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"} <= set(urls)

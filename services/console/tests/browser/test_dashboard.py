@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import re
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -409,3 +410,15 @@ async def test_a_row_that_arrives_while_the_list_loads_is_kept(
     await expect(row(page, late[0].mail_key).locator(".label-badge")).to_have_text("order")
     await expect(row(page, first.mail_key)).to_be_visible()
     await expect(page.locator(ROWS)).to_have_count(2)
+
+
+async def test_the_api_docs_render_from_the_console_alone(console: Console, page: Page) -> None:
+    """Swagger UI with the console's OpenAPI document, every request to the console itself."""
+    hosts: set[str] = set()
+    page.on("request", lambda request: hosts.add(urllib.parse.urlsplit(request.url).netloc))
+    await page.goto(f"{console.url}/docs")
+    await expect(page.locator(".swagger-ui .info .title")).to_contain_text("postroom console")
+    await expect(page.locator("#operations-default-get_mails_api_v1_mails_get")
+                 .or_(page.locator(".opblock-summary-path", has_text="/api/v1/mails").first)
+                 ).to_be_visible()
+    assert hosts == {urllib.parse.urlsplit(console.url).netloc}, hosts
