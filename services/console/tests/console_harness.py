@@ -75,6 +75,7 @@ class SentMail:
     document: bytes = b""
     document_id: str = ""
     trace_id: str = ""
+    span_id: str = ""  # of the traceparent mail.received was published with
 
 
 class Bus:
@@ -173,7 +174,8 @@ class Bus:
         for event in events[:stages]:
             extra = None
             if isinstance(event, MailReceived):
-                extra = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+                sent.span_id = secrets.token_hex(8)
+                extra = {"traceparent": f"00-{trace_id}-{sent.span_id}-01"}
             await self.publish(event, extra)
             sent.events.append(event)
         return sent

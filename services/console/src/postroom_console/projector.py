@@ -29,6 +29,7 @@ from typing import Any
 
 import nats.errors
 from nats.js import api
+from opentelemetry import propagate, trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import bindparam, delete, insert, select, update
 
@@ -37,10 +38,11 @@ from postroom_runtime import ServiceRuntime
 from postroom_runtime.store import utcnow
 
 from . import store
-from .handlers import Batch, Incoming, apply, mail_key_of, utc
+from .handlers import Batch, Incoming, apply, event_type_of, mail_key_of, utc
 from .leader import Leadership
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("postroom_console.projector")
 
 OnApplied = Callable[[Batch], Awaitable[None]]
 OnReset = Callable[[], None]
@@ -105,6 +107,9 @@ class Projector:
         # estimates would stay with 100,000 rows (PostgreSQL without autovacuum, SQLite always)
         self.analyze_pending = False
         self.analyzed_at: Any = None
+        # a rebuild reads events again that were traced when they were new: no spans for the
+        # sequences up to the stream's end at the rebuild
+        self.replaying_until = 0
         self.position = 0
         self.stream_last = 0
         self.rebuilt_at: Any = None
@@ -269,6 +274,7 @@ class Projector:
         reset = not same_time(rebuilt_at, self.rebuilt_at) or position < self.position
         if reset:
             self.analyze_pending = True
+            self.replaying_until = self.stream_last
         log.warning("the stored position moved under the projector: reloading it",
                     extra={"position": self.position, "stored": position})
         self.position, self.rebuilt_at, self.fed = position, rebuilt_at, position
@@ -478,22 +484,49 @@ class Projector:
 
     async def _commit(self, fresh: list[Incoming]) -> None:
         started = time.perf_counter()
+        started_ns = time.time_ns()
         batch = Batch()
+        errors: dict[int, str] = {}
         async with self.runtime.store.transaction() as session:
             await self._load(session, batch, fresh)
             for msg in fresh:
                 error = apply(batch, msg)
                 if error is not None:
+                    errors[msg.sequence] = error
                     log.error("event not applied to the projection", extra={
                         "sequence": msg.sequence, "mail_key": mail_key_of(msg),
                         "subject": msg.subject, "error": error})
             await self._write(session, batch)
+        self._trace(fresh, errors, started_ns, time.time_ns(), len(fresh))
         self._advance(batch, len(fresh), time.perf_counter() - started)
         if self.on_applied is not None:
             try:
                 await self.on_applied(batch)
             except Exception:
                 log.exception("live feed failed")
+
+    def _trace(self, fresh: list[Incoming], errors: dict[int, str], started_ns: int,
+               ended_ns: int, batch_size: int) -> None:
+        """A span per applied event in its mail's trace (the ``traceparent`` the event was
+        published with), from the batch's start to its commit."""
+        for msg in fresh:
+            if msg.sequence <= self.replaying_until:
+                continue
+            parent = propagate.extract(msg.headers)
+            if not trace.get_current_span(parent).get_span_context().is_valid:
+                continue
+            event_type = event_type_of(msg.subject, msg.headers)
+            span = tracer.start_span(
+                f"console project {event_type}", context=parent,
+                kind=trace.SpanKind.CONSUMER, start_time=started_ns, attributes={
+                    "messaging.system": "nats", "messaging.destination.name": msg.subject,
+                    "messaging.operation": "process",
+                    "postroom.event_type": event_type, "postroom.stream_sequence": msg.sequence,
+                    "postroom.mail_key": mail_key_of(msg) or "",
+                    "postroom.batch_size": batch_size})
+            if msg.sequence in errors:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, errors[msg.sequence]))
+            span.end(end_time=ended_ns)
 
     async def _commit_failure(self, msg: Incoming, error: str) -> None:
         """An event whose rows cannot be written: recorded, the position moves past it."""
@@ -590,6 +623,8 @@ class Projector:
     async def rebuild(self) -> None:
         """Drop the read model (not the API keys or corrections) and read the stream again
         from its first message."""
+        with contextlib.suppress(Exception):
+            await self.refresh_stream_last()
         async with self._lock:
             if self.leader:
                 await self._unsubscribe()
@@ -604,6 +639,7 @@ class Projector:
             self.generation += 1
             self.rebuilt_at = now
             self.analyze_pending = True
+            self.replaying_until = self.stream_last
             self.metrics.position.set(0)
             if self.leader:
                 self._resubscribe.set()  # the consumer loop subscribes again from 1
