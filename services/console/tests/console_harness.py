@@ -181,6 +181,25 @@ class Bus:
         return sent
 
 
+async def draft_reply(bus: Bus, mail: SentMail, *, status: str = "pending",
+                      held_reasons: tuple[str, ...] = (),
+                      draft_text: str = "Thank you, we ship on Friday.") -> Any:
+    """reply.drafted for ``mail`` as ai-responder publishes it (after its classification)."""
+    from postroom_contracts import ReplyDrafted, reply_id_for
+
+    cause = mail.events[-1]
+    event = ReplyDrafted.caused_by(
+        cause, reply_id=reply_id_for(mail.tenant, mail.mail_key), mailbox="support",
+        to=[mail.sender], from_address=f"support@{mail.tenant}.example",
+        subject=f"Re: {mail.subject}", body_text=f"Hello,\n\n{draft_text}\n\n-- Support",
+        draft_text=draft_text, in_reply_to=mail.message_id, references=[mail.message_id],
+        language="en", model="reply-test", backend="local", prompt_version="test-1",
+        status=status, held_reasons=list(held_reasons), latency_ms=12.5,
+        email_id=mail.message_id)
+    await bus.publish(event)
+    return event
+
+
 class Console:
     """The console process and an HTTP client for it."""
 

@@ -605,8 +605,6 @@ class ReplyReviewed(Event):
 
     event_type: ClassVar[str] = "reply.reviewed"
     schema_version: ClassVar[int] = 1
-    # a draft until ai-responder's spec (which publishes it) is registered
-    draft: ClassVar[bool] = True
 
     reply_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     decision: Literal["approved", "rejected"]

@@ -15,14 +15,16 @@ import time
 import urllib.parse
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
+import httpx
 import nh3
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel, Field
 from sqlalchemy import bindparam, func, literal_column, or_, select, text, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from postroom_contracts import (
@@ -34,7 +36,8 @@ from postroom_contracts import (
     MailAuthenticated,
     MailLabelCorrected,
     MailParsed,
-    ReplyDrafted,
+    ReplyReviewed,
+    ReplySkipped,
     VoicemailTranscribed,
     derive_event_id,
 )
@@ -47,12 +50,14 @@ from . import auth, store
 from .auth import Principal
 from .feed import RESYNC, Broadcaster
 from .handlers import (
+    REVIEWABLE,
     decode_cursor,
     encode_cursor,
     event_summary,
     feed_message,
     fold,
     iso,
+    reply_json,
     seed_result,
     summary,
     utc,
@@ -90,6 +95,13 @@ class LabelCorrection(BaseModel):
     label: str
 
 
+class ReplyReview(BaseModel):
+    decision: Literal["approved", "rejected"]
+    body_text: str | None = Field(default=None, max_length=100_000, description=(
+        "The draft's text as edited (approved only); omitted: sent as drafted"))
+    reason: str | None = Field(default=None, max_length=2000)
+
+
 def presented_key(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
@@ -99,7 +111,11 @@ def presented_key(request: Request) -> str | None:
 
 class Api:
     def __init__(self, runtime: ServiceRuntime, projector: Projector,
-                 broadcaster: Broadcaster, *, ws_backlog: int) -> None:
+                 broadcaster: Broadcaster, *, ws_backlog: int,
+                 mailbox_sync_url: str | None = None,
+                 mailbox_sync_token: str | None = None) -> None:
+        self.mailbox_sync_url = mailbox_sync_url
+        self.mailbox_sync_token = mailbox_sync_token
         self.runtime = runtime
         self.projector = projector
         self.broadcaster = broadcaster
@@ -240,7 +256,12 @@ class Api:
         out = summary(row)
         authentication = None
         body_text = ""
-        documents, transcripts, replies, timeline = [], [], [], []
+        documents, transcripts, skipped, timeline = [], [], [], []
+        r = store.replies
+        async with self.runtime.store.sessions() as session:
+            replies = [reply_json(dict(x._mapping), full=True) for x in (await session.execute(
+                select(r).where(r.c.mail_key == mail_key, r.c.tenant == row["tenant"])
+                .order_by(r.c.sequence))).all()]
         for e in events:
             p = e["payload"]
             at = utc(e["occurred_at"])
@@ -261,8 +282,8 @@ class Api:
                 documents.append({**p, "download_url": f"{base}/documents/{doc_id}"})
             elif e["event_type"] == VoicemailTranscribed.event_type:
                 transcripts.append(p)
-            elif e["event_type"] == ReplyDrafted.event_type:
-                replies.append(p)
+            elif e["event_type"] == ReplySkipped.event_type:
+                skipped.append(p)
         classification = None
         if row["label"] is not None:
             classification = {**seed_result(row), "scores": row["scores"] or {},
@@ -274,7 +295,7 @@ class Api:
             scores=row["scores"], model_version=row["model_version"],
             spam_score=row["spam_score"], authentication=authentication, timeline=timeline,
             documents=documents, transcripts=transcripts, classification=classification,
-            replies=replies,
+            replies=replies, replies_skipped=skipped,
             deliveries=[{"delivery_id": x["delivery_id"], "kind": x["kind"], "to": x["to"],
                          "status": x["status"], "at": iso(x["finished_at"] or
                                                           x["requested_at"]),
@@ -344,6 +365,114 @@ class Api:
             await Outbox(session=session, table=store.outbox).emit(event)
         self.runtime.relay_for(store.outbox).kick()
         return {"correction_id": correction_id, "event_id": event.event_id}
+
+    # -- AI replies ----------------------------------------------------------------------------
+
+    async def reply_row(self, who: Principal, reply_id: str) -> dict[str, Any]:
+        r = store.replies
+        query = self.scoped(select(r).where(r.c.reply_id == reply_id), r.c.tenant, who)
+        async with self.runtime.store.sessions() as session:
+            row = (await session.execute(query)).first()
+        if row is None:
+            raise not_found("reply")
+        return dict(row._mapping)
+
+    async def list_replies(self, who: Principal, *, status: str | None, tenant: str | None,
+                           limit: int, cursor: str | None) -> dict[str, Any]:
+        """Newest first; ``status`` one or several (comma-separated), ``awaiting`` for
+        pending,held."""
+        r, m = store.replies, store.mails
+        query = self.scoped(select(r), r.c.tenant, who, tenant)
+        if status:
+            wanted = [x.strip() for x in status.split(",") if x.strip()]
+            if "awaiting" in wanted:
+                wanted = [x for x in wanted if x != "awaiting"] + list(REVIEWABLE)
+            query = query.where(r.c.status.in_(wanted))
+        if cursor:
+            try:
+                (before,) = decode_cursor(cursor)
+                query = query.where(r.c.sequence < int(before))
+            except (ValueError, TypeError) as exc:
+                raise ApiProblem(400, "Bad request", "invalid cursor") from exc
+        async with self.runtime.store.sessions() as session:
+            rows = [dict(x._mapping) for x in (await session.execute(
+                query.order_by(r.c.sequence.desc()).limit(limit + 1))).all()]
+            keys = {x["mail_key"] for x in rows}
+            mails = {}
+            if keys:
+                mails = {x.mail_key: dict(x._mapping) for x in (await session.execute(
+                    select(m).where(m.c.mail_key.in_(keys)))).all()}
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = encode_cursor(rows[-1]["sequence"])
+        items = []
+        for x in rows:
+            mail = mails.get(x["mail_key"])
+            items.append({**reply_json(x), "mail": summary(mail) if mail else None})
+        return {"items": items, "next_cursor": next_cursor}
+
+    async def reply_detail(self, who: Principal, reply_id: str) -> dict[str, Any]:
+        row = await self.reply_row(who, reply_id)
+        m = store.mails
+        async with self.runtime.store.sessions() as session:
+            mail = (await session.execute(select(m).where(
+                m.c.mail_key == row["mail_key"], m.c.tenant == row["tenant"]))).first()
+        return {**reply_json(row, full=True),
+                "mail": summary(dict(mail._mapping)) if mail else None}
+
+    async def review_reply(self, who: Principal, reply_id: str,
+                           body: ReplyReview) -> dict[str, Any]:
+        """Publish reply.reviewed once per reply (409 for a second decision, here or one the
+        stream already carries)."""
+        row = await self.reply_row(who, reply_id)
+        if row["status"] not in REVIEWABLE:
+            raise ApiProblem(409, "Conflict", f"reply is {row['status']}, not awaiting review")
+        edited = body.body_text if body.decision == "approved" else None
+        if edited is not None and edited == (row["draft_text"] or ""):
+            edited = None  # unchanged: sent as drafted
+        event = ReplyReviewed(
+            event_id=derive_event_id(reply_id, ReplyReviewed.event_type),
+            tenant=row["tenant"], mail_key=row["mail_key"], reply_id=reply_id,
+            decision=body.decision, reviewed_by=who.name, body_text=edited,
+            reason=body.reason or None)
+        try:
+            async with self.runtime.store.transaction() as session:
+                await session.execute(store.reply_reviews.insert().values(
+                    reply_id=reply_id, mail_key=row["mail_key"], tenant=row["tenant"],
+                    decision=body.decision, reviewed_by=who.name, created_at=utcnow()))
+                await Outbox(session=session, table=store.outbox).emit(event)
+        except IntegrityError as exc:
+            raise ApiProblem(409, "Conflict", "reply already reviewed") from exc
+        self.runtime.relay_for(store.outbox).kick()
+        return {"reply_id": reply_id, "decision": body.decision, "event_id": event.event_id}
+
+    # -- mailboxes (mailbox-sync's accounts) ---------------------------------------------------
+
+    async def mailboxes(self, who: Principal) -> dict[str, Any]:
+        """mailbox-sync's accounts (``GET <CONSOLE_MAILBOX_SYNC_URL>/api/v1/accounts``: each
+        account without its credentials, with ``status`` {state, last_error, folders}); a
+        tenant key sees its tenant's."""
+        if not self.mailbox_sync_url:
+            return {"configured": False, "accounts": []}
+        url = self.mailbox_sync_url.rstrip("/") + "/api/v1/accounts"
+        try:
+            headers = ({"Authorization": f"Bearer {self.mailbox_sync_token}"}
+                       if self.mailbox_sync_token else {})
+            async with httpx.AsyncClient(timeout=5) as http:
+                response = await http.get(url, headers=headers)
+                response.raise_for_status()
+                found = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return {"configured": True, "reachable": False, "accounts": [],
+                    "error": f"{type(exc).__name__}: {exc}"[:300]}
+        accounts = found.get("accounts", found) if isinstance(found, dict) else found
+        if not isinstance(accounts, list):
+            accounts = []
+        if who.tenant is not None:
+            accounts = [a for a in accounts if isinstance(a, dict)
+                        and a.get("tenant") == who.tenant]
+        return {"configured": True, "reachable": True, "accounts": accounts}
 
     async def result(self, who: Principal, email_id: str) -> dict[str, Any]:
         m = store.mails
@@ -624,6 +753,26 @@ class Api:
         async def label(request: Request, mail_key: str,
                         body: LabelCorrection) -> dict[str, Any]:
             return await api.correct_label(await api.principal(request), mail_key, body.label)
+
+        @app.get("/api/v1/replies")
+        async def replies(request: Request, status: str | None = None,
+                          tenant: str | None = None,
+                          limit: int = Query(50, ge=1, le=MAX_PAGE),
+                          cursor: str | None = None) -> dict[str, Any]:
+            return await api.list_replies(await api.principal(request), status=status,
+                                          tenant=tenant, limit=limit, cursor=cursor)
+
+        @app.get("/api/v1/replies/{reply_id}")
+        async def reply(request: Request, reply_id: str) -> dict[str, Any]:
+            return await api.reply_detail(await api.principal(request), reply_id)
+
+        @app.post("/api/v1/replies/{reply_id}/review", status_code=202)
+        async def review(request: Request, reply_id: str, body: ReplyReview) -> dict[str, Any]:
+            return await api.review_reply(await api.principal(request), reply_id, body)
+
+        @app.get("/api/v1/mailboxes")
+        async def mailboxes(request: Request) -> dict[str, Any]:
+            return await api.mailboxes(await api.principal(request))
 
         @app.get("/results/{email_id:path}")
         @app.get("/api/v1/results/{email_id:path}")

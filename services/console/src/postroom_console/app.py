@@ -100,8 +100,10 @@ def build_runtime(
                           on_reset=broadcaster.resync_all,
                           leader_retry_seconds=settings.console_leader_retry_seconds,
                           follow_poll_seconds=settings.console_follow_poll_seconds)
-    runtime.relay_for(store.outbox)  # mail.label_corrected, published after commit
-    api = Api(runtime, projector, broadcaster, ws_backlog=settings.console_ws_backlog)
+    runtime.relay_for(store.outbox)  # mail.label_corrected, reply.reviewed, after commit
+    api = Api(runtime, projector, broadcaster, ws_backlog=settings.console_ws_backlog,
+              mailbox_sync_url=settings.console_mailbox_sync_url,
+              mailbox_sync_token=settings.console_mailbox_sync_token)
 
     async def ensure_admin_key(_: ServiceRuntime) -> None:
         if settings.console_admin_key:

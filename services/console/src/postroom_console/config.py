@@ -46,6 +46,12 @@ class ConsoleSettings(RuntimeSettings):
         default=1000, ge=1,
         description="Messages queued for one WebSocket client; a client that falls further "
         "behind is sent resync and dropped")
+    console_mailbox_sync_url: str | None = Field(
+        default=None, description="mailbox-sync's HTTP address (e.g. http://mailbox-sync:8031) "
+        "for the Mailboxes page; unset: the page says not configured")
+    console_mailbox_sync_token: str | None = Field(
+        default=None, description="Bearer token of mailbox-sync's /api/v1/accounts "
+        "(its MAILBOX_SYNC_API_TOKEN)")
     console_static_dir: str | None = Field(
         default=None, description="Folder the dashboard is served from; default: the one in "
         "the package")

@@ -29,7 +29,11 @@ from postroom_contracts import (
     MailLabelCorrected,
     MailParsed,
     MailReceived,
+    ReplyDrafted,
+    ReplyReviewed,
+    ReplySkipped,
     VoicemailTranscribed,
+    reply_id_for,
 )
 from postroom_contracts import headers as contract_headers
 from postroom_contracts.subjects import PREFIX
@@ -74,6 +78,9 @@ class Batch:
     deliveries: dict[str, dict[str, Any]] = field(default_factory=dict)
     new_deliveries: set[str] = field(default_factory=set)
     dirty_deliveries: set[str] = field(default_factory=set)
+    replies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    new_replies: set[str] = field(default_factory=set)
+    dirty_replies: set[str] = field(default_factory=set)
     seen_event_ids: set[str] = field(default_factory=set)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -215,8 +222,56 @@ def _apply_mail(row: dict[str, Any], event: Event, trace_id: str | None,
             delivery.update(status="failed", error=event.error)
         delivery["finished_at"] = utc(event.occurred_at)
         batch.dirty_deliveries.add(event.delivery_id)
-    # mail.authenticated, reply.drafted and event types this release does not know: the
-    # timeline only (the detail page reads them from there)
+    elif isinstance(event, ReplyDrafted | ReplyReviewed | ReplySkipped):
+        _apply_reply(event, batch, sequence)
+    # mail.authenticated and event types this release does not know: the timeline only (the
+    # detail page reads them from there)
+
+
+REVIEWABLE = ("pending", "held")
+
+
+def new_reply(reply_id: str, event: Event, sequence: int) -> dict[str, Any]:
+    return {
+        "reply_id": reply_id, "mail_key": event.mail_key, "tenant": event.tenant,
+        "mailbox": None, "status": "pending", "draft_status": None, "held_reasons": [],
+        "to": [], "subject": None, "body_text": None, "draft_text": None, "language": None,
+        "model": None, "backend": None, "sources": [], "drafted_at": None, "decision": None,
+        "reviewed_by": None, "reviewed_at": None, "edited_text": None, "reason": None,
+        "sequence": sequence,
+    }
+
+
+def _apply_reply(event: ReplyDrafted | ReplyReviewed | ReplySkipped, batch: Batch,
+                 sequence: int) -> None:
+    reply_id = event.reply_id or reply_id_for(event.tenant, event.mail_key)
+    row = batch.replies.get(reply_id)
+    if row is None:
+        row = batch.replies[reply_id] = new_reply(reply_id, event, sequence)
+        batch.new_replies.add(reply_id)
+    if row["tenant"] != event.tenant:
+        return  # another tenant's id: never mixed in
+    reviewed = row["decision"] is not None
+    if isinstance(event, ReplyDrafted):
+        row.update(mailbox=event.mailbox, draft_status=event.status,
+                   held_reasons=list(event.held_reasons), to=list(event.to),
+                   subject=event.subject, body_text=event.body_text,
+                   draft_text=event.draft_text, language=event.language, model=event.model,
+                   backend=event.backend,
+                   sources=[s.model_dump(mode="json") for s in event.sources],
+                   drafted_at=utc(event.occurred_at))
+        if not reviewed:
+            row["status"] = event.status
+    elif isinstance(event, ReplyReviewed):
+        if not reviewed:  # the first decision on a reply is final
+            row.update(status=event.decision, decision=event.decision,
+                       reviewed_by=event.reviewed_by, reviewed_at=utc(event.occurred_at),
+                       edited_text=event.body_text, reason=event.reason)
+    else:
+        if not reviewed and row["draft_status"] is None:
+            row.update(status="skipped", reason=event.reason + (
+                f": {event.detail}" if event.detail else ""))
+    batch.dirty_replies.add(reply_id)
 
 
 def _failure(batch: Batch, msg: Incoming, mail_key: str | None, error: str) -> None:
@@ -380,6 +435,17 @@ def event_summary(event_type: str, payload: dict[str, Any]) -> str:
         return f"{p.get('kind')} delivery failed: {p.get('error')}"
     if event_type == MailFailed.event_type:
         return f"failed at {p.get('stage')}: {p.get('error')}"
+    if event_type == ReplyDrafted.event_type:
+        held = "; ".join(p.get("held_reasons") or [])
+        return f"reply drafted ({p.get('status')}{': ' + held if held else ''}) by " \
+               f"{p.get('model')}"
+    if event_type == ReplyReviewed.event_type:
+        edited = ", edited" if p.get("body_text") else ""
+        why = f": {p.get('reason')}" if p.get("reason") else ""
+        return f"reply {p.get('decision')} by {p.get('reviewed_by')}{edited}{why}"
+    if event_type == ReplySkipped.event_type:
+        return f"no reply: {p.get('reason')}" + (f" ({p.get('detail')})" if p.get("detail")
+                                                   else "")
     return event_type
 
 
@@ -401,3 +467,21 @@ def decode_cursor(cursor: str) -> list[Any]:
     if not isinstance(parts, list):
         raise ValueError("invalid cursor")
     return parts
+
+
+def reply_json(row: dict[str, Any], *, full: bool = False) -> dict[str, Any]:
+    """A reply as the API shows it (``full``: with its texts and sources)."""
+    out = {
+        "reply_id": row["reply_id"], "mail_key": row["mail_key"], "tenant": row["tenant"],
+        "mailbox": row["mailbox"], "status": row["status"], "draft_status": row["draft_status"],
+        "held_reasons": list(row["held_reasons"] or []), "to": list(row["to"] or []),
+        "subject": row["subject"], "language": row["language"], "model": row["model"],
+        "backend": row["backend"], "drafted_at": iso(row["drafted_at"]),
+        "decision": row["decision"], "reviewed_by": row["reviewed_by"],
+        "reviewed_at": iso(row["reviewed_at"]), "reason": row["reason"],
+        "reviewable": row["status"] in REVIEWABLE, "sequence": row["sequence"],
+    }
+    if full:
+        out.update(body_text=row["body_text"], draft_text=row["draft_text"],
+                   edited_text=row["edited_text"], sources=list(row["sources"] or []))
+    return out

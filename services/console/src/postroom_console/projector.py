@@ -33,7 +33,8 @@ from opentelemetry import propagate, trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import bindparam, delete, insert, select, update
 
-from postroom_contracts import EVENTS, EVENTS_STREAM
+from postroom_contracts import EVENTS, EVENTS_STREAM, reply_id_for
+from postroom_contracts.subjects import PREFIX
 from postroom_runtime import ServiceRuntime
 from postroom_runtime.store import utcnow
 
@@ -47,6 +48,7 @@ tracer = trace.get_tracer("postroom_console.projector")
 OnApplied = Callable[[Batch], Awaitable[None]]
 OnReset = Callable[[], None]
 FOLLOW_PAGE = 1000
+REPLY_SUBJECT_PREFIX = f"{PREFIX}.reply."
 
 
 def same_time(a: Any, b: Any) -> bool:
@@ -552,6 +554,7 @@ class Projector:
         keys: set[str] = set()
         event_ids: set[str] = set()
         delivery_ids: set[str] = set()
+        reply_ids: set[str] = set()
         for msg in msgs:
             key = mail_key_of(msg)
             try:
@@ -564,6 +567,12 @@ class Projector:
                     event_ids.add(str(payload["event_id"]))
                 if payload.get("delivery_id"):
                     delivery_ids.add(str(payload["delivery_id"]))
+                if msg.subject.startswith(REPLY_SUBJECT_PREFIX):
+                    tenant, key = payload.get("tenant"), payload.get("mail_key")
+                    if payload.get("reply_id"):
+                        reply_ids.add(str(payload["reply_id"]))
+                    elif isinstance(tenant, str) and isinstance(key, str):
+                        reply_ids.add(reply_id_for(tenant, key))
             if isinstance(key, str):
                 keys.add(key)
         m, t, d = store.mails, store.timeline, store.deliveries
@@ -577,6 +586,11 @@ class Projector:
             rows = await session.execute(select(d).where(d.c.delivery_id.in_(delivery_ids)))
             for row in rows.all():
                 batch.deliveries[row.delivery_id] = dict(row._mapping)
+        if reply_ids:
+            r = store.replies
+            for row in (await session.execute(
+                    select(r).where(r.c.reply_id.in_(reply_ids)))).all():
+                batch.replies[row.reply_id] = dict(row._mapping)
 
     async def _write(self, session: Any, batch: Batch) -> None:
         m, d = store.mails, store.deliveries
@@ -602,6 +616,17 @@ class Projector:
                 {c: bindparam(c) for c in columns})
             await session.execute(stmt, [{**{c: r[c] for c in columns},
                                           "_id": r["delivery_id"]} for r in dirty_d])
+        r = store.replies
+        new_r = [fit(r, batch.replies[k]) for k in batch.new_replies]
+        if new_r:
+            await session.execute(insert(r), new_r)
+        dirty_r = [fit(r, batch.replies[k]) for k in batch.dirty_replies - batch.new_replies]
+        if dirty_r:
+            columns = [c.name for c in r.columns if c.name != "reply_id"]
+            stmt = update(r).where(r.c.reply_id == bindparam("_id")).values(
+                {c: bindparam(c) for c in columns})
+            await session.execute(stmt, [{**{c: x[c] for c in columns}, "_id": x["reply_id"]}
+                                         for x in dirty_r])
         if batch.timeline:
             await session.execute(insert(store.timeline),
                                   [fit(store.timeline, r) for r in batch.timeline])

@@ -1,7 +1,7 @@
 """console as the rest of Postroom sees it (registered as a ``postroom.services`` entry point;
 read by ``postroom up``, the AsyncAPI document and the deployment tests)."""
 
-from postroom_contracts import MailLabelCorrected
+from postroom_contracts import MailLabelCorrected, ReplyReviewed
 from postroom_contracts.services import ServiceSpec
 
 SERVICE = ServiceSpec(
@@ -10,9 +10,9 @@ SERVICE = ServiceSpec(
     http_port=8030,
     summary="The read side: a projection of every event in its own store (rebuildable from the "
     "stream), the REST API, the WebSocket feed and the web dashboard; label corrections as "
-    "mail.label_corrected.",
+    "mail.label_corrected, decisions on AI replies as reply.reviewed.",
     projects=True,
-    publishes=(MailLabelCorrected,),
+    publishes=(MailLabelCorrected, ReplyReviewed),
     # `postroom up` keeps an admin key for its data directory and prints it in the banner
     embedded_env={"CONSOLE_ADMIN_KEY": "{console_admin_key}"},
     embedded_addresses=(("Console", "{console_url}  (admin key {console_admin_key})"),),

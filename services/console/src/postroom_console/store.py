@@ -118,6 +118,40 @@ deliveries = Table(
     Index("ix_deliveries_tenant_status_sequence", "tenant", "status", "sequence"),
 )
 
+# AI replies (reply.drafted, reply.reviewed, reply.skipped), one row per reply id; status:
+# the draft's pending | held | auto, then approved | rejected once reviewed, or skipped
+replies = Table(
+    "replies",
+    metadata,
+    Column("reply_id", String(64), primary_key=True),
+    Column("mail_key", String(64), nullable=False),
+    Column("tenant", String(63), nullable=False),
+    Column("mailbox", String(255), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("draft_status", String(16), nullable=True),  # pending | held | auto as drafted
+    Column("held_reasons", JSON, nullable=False),
+    Column("to", JSON, nullable=False),
+    Column("subject", Text, nullable=True),
+    Column("body_text", Text, nullable=True),
+    Column("draft_text", Text, nullable=True),
+    Column("language", String(16), nullable=True),
+    Column("model", String(128), nullable=True),
+    Column("backend", String(32), nullable=True),
+    Column("sources", JSON, nullable=False),
+    Column("drafted_at", DateTime(timezone=True), nullable=True),
+    Column("decision", String(16), nullable=True),
+    Column("reviewed_by", String(128), nullable=True),
+    Column("reviewed_at", DateTime(timezone=True), nullable=True),
+    Column("edited_text", Text, nullable=True),  # the draft's text as the reviewer sent it
+    Column("reason", Text, nullable=True),  # a rejection's, or why it was skipped
+    Column("sequence", BigInteger, nullable=False),  # of its first event (keyset order)
+    Index("ix_replies_sequence", "sequence"),
+    Index("ix_replies_mail", "mail_key"),
+    Index("ix_replies_status_sequence", "status", "sequence"),
+    Index("ix_replies_tenant_sequence", "tenant", "sequence"),
+    Index("ix_replies_tenant_status_sequence", "tenant", "status", "sequence"),
+)
+
 projection_state = Table(
     "projection_state",
     metadata,
@@ -160,9 +194,22 @@ corrections = Table(
     Index("ix_corrections_mail", "mail_key"),
 )
 
+# the reviews made here (a console fact, kept across a rebuild): one per reply, so a second
+# decision on the same reply is refused (409) even before its event is projected
+reply_reviews = Table(
+    "reply_reviews",
+    metadata,
+    Column("reply_id", String(64), primary_key=True),
+    Column("mail_key", String(64), nullable=False),
+    Column("tenant", String(63), nullable=False),
+    Column("decision", String(16), nullable=False),
+    Column("reviewed_by", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 processed_messages, outbox = add_runtime_tables(metadata)
 
-PROJECTION_TABLES = (mails, timeline, deliveries, projection_failures)
+PROJECTION_TABLES = (mails, timeline, deliveries, replies, projection_failures)
 
 
 def fit(table: Table, row: dict[str, Any]) -> dict[str, Any]:

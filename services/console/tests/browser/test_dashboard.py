@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from console_harness import ADMIN_KEY, Bus, Console
+from console_harness import ADMIN_KEY, Bus, Console, draft_reply
 from dashboard_helpers import count_loads, sign_in
 from e2e_stack import seed
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -23,7 +23,6 @@ from postroom_contracts import (
     DeadLetter,
     MailParsed,
     MailReceived,
-    ReplyDrafted,
     dlq_subject,
 )
 from postroom_runtime import event_headers
@@ -73,11 +72,7 @@ async def test_a_mail_appears_live_and_its_detail_shows_the_journey(
 
     sent = await bus.mail(subject="Bestellung 42 (live)", sender="einkauf@kunde.example",
                           label="order")
-    parsed = next(e for e in sent.events if isinstance(e, MailParsed))
-    await bus.publish(ReplyDrafted.caused_by(
-        parsed, reply_id=f"r-{sent.mail_key}", to=["einkauf@kunde.example"],
-        subject="Re: Bestellung 42", body_text="Danke, wir liefern am Freitag.",
-        in_reply_to=sent.message_id, model="reply-test"))
+    await draft_reply(bus, sent, draft_text="Danke, wir liefern am Freitag.")
     new_row = row(page, sent.mail_key)
     await expect(new_row).to_be_visible()
     await expect(new_row.locator(".label-badge")).to_have_text("order")
@@ -105,7 +100,8 @@ async def test_a_mail_appears_live_and_its_detail_shows_the_journey(
     await expect(page.locator('#scores tr[data-label="order"] td.num')).to_have_text("93%")
     await expect(page.locator("#transcripts .transcript-text")).to_have_text("Please call me back")
     await expect(page.locator("#replies .reply")).to_contain_text("Re: Bestellung 42")
-    await expect(page.locator("#replies .reply pre")).to_have_text("Danke, wir liefern am Freitag.")
+    await expect(page.locator("#replies .reply pre.draft-text")).to_have_text(
+        "Danke, wir liefern am Freitag.")
     await expect(page.locator("#deliveries-table tbody tr")).to_have_count(1)
     await expect(page.locator("#deliveries-table tbody tr .status")).to_have_text("sent")
     await screenshot(page, "detail", full_page=True)

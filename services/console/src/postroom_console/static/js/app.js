@@ -6,8 +6,10 @@ import { clear, h } from "./dom.js";
 import { live } from "./live.js";
 import * as deadLetters from "./pages/deadletters.js";
 import * as detail from "./pages/detail.js";
+import * as mailboxes from "./pages/mailboxes.js";
 import * as mails from "./pages/mails.js";
 import * as outbox from "./pages/outbox.js";
+import * as replies from "./pages/replies.js";
 import * as signin from "./pages/signin.js";
 import * as stats from "./pages/stats.js";
 import * as tenants from "./pages/tenants.js";
@@ -42,6 +44,8 @@ function pageFor(parts) {
   if (first === "stats") return { page: stats, name: "stats" };
   if (first === "dead-letters") return { page: deadLetters, name: "dead-letters" };
   if (first === "outbox") return { page: outbox, name: "outbox" };
+  if (first === "replies") return { page: replies, name: "replies" };
+  if (first === "mailboxes") return { page: mailboxes, name: "mailboxes" };
   if (first === "tenants") return { page: tenants, name: "tenants" };
   return { page: mails, name: "mails" };
 }
@@ -148,7 +152,7 @@ document.addEventListener("keydown", (e) => {
   if (!auth.session) return;
   if (pendingG) {
     pendingG = false;
-    const go = { m: "/mails", s: "/stats", d: "/dead-letters", o: "/outbox", t: "/tenants" }[e.key];
+    const go = { m: "/mails", s: "/stats", d: "/dead-letters", o: "/outbox", t: "/tenants", r: "/replies", b: "/mailboxes" }[e.key];
     if (go) {
       e.preventDefault();
       navigate(go);

@@ -40,7 +40,9 @@ function summarize(row) {
     case "delivery.sent": return `sent to ${list(p.to)}`;
     case "delivery.failed": return `failed: ${p.error || ""}`;
     case "mail.failed": return `${p.stage}: ${p.error}`;
-    case "reply.drafted": return `“${p.subject || ""}” to ${list(p.to)}${p.model ? ` (${p.model})` : ""}`;
+    case "reply.drafted": return `${p.status || "drafted"}${(p.held_reasons || []).length ? ` (${p.held_reasons.join("; ")})` : ""} · “${p.subject || ""}” to ${list(p.to)}${p.model ? ` (${p.model})` : ""}`;
+    case "reply.reviewed": return `${p.decision} by ${p.reviewed_by || "?"}${p.body_text ? " (edited)" : ""}${p.reason ? `: ${p.reason}` : ""}`;
+    case "reply.skipped": return `no reply: ${p.reason}${p.detail ? ` (${p.detail})` : ""}`;
     default: return "";
   }
 }
@@ -164,10 +166,17 @@ function transcripts(detail) {
 
 function replies(detail) {
   const items = detail.replies || [];
-  if (!items.length) return null;
-  return section("replies", "Replies", items.map((r) => h("article", { class: "reply" },
-    h("p", { class: "small" }, h("strong", {}, r.subject || ""), ` → ${list(r.to)}`, r.model ? h("span", { class: "muted" }, ` · ${r.model}`) : null),
-    h("pre", { class: "wrap" }, r.body_text || ""))));
+  const skipped = detail.replies_skipped || [];
+  if (!items.length && !skipped.length) return null;
+  return section("replies", "Replies",
+    items.map((r) => h("article", { class: "reply", "data-reply-id": r.reply_id, "data-status": r.status },
+      h("p", { class: "small" }, statusBadge(r.status), " ", h("strong", {}, r.subject || ""), ` → ${list(r.to)}`,
+        r.model ? h("span", { class: "muted" }, ` · ${r.model}`) : null,
+        r.reviewable ? h("a", { class: "review-link", href: `#/replies?status=awaiting&reply=${encodeURIComponent(r.reply_id)}` }, " Review…") : null),
+      (r.held_reasons || []).length ? h("ul", { class: "held-reasons" }, r.held_reasons.map((x) => h("li", {}, x))) : null,
+      r.decision ? h("p", { class: "small muted" }, `${r.decision} by ${r.reviewed_by}${r.reason ? `: ${r.reason}` : ""}`) : null,
+      h("pre", { class: "wrap draft-text" }, r.edited_text ?? r.draft_text ?? r.body_text ?? ""))),
+    skipped.map((x) => h("p", { class: "reply-skipped muted" }, `No reply: ${x.reason}${x.detail ? ` (${x.detail})` : ""}`)));
 }
 
 function deliveries(detail) {
