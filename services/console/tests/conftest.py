@@ -6,11 +6,18 @@ from pathlib import Path
 # importlib mode: make the shared helpers importable (console_harness)
 sys.path.insert(0, str(Path(__file__).parent))
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from console_harness import Bus, Console, console_argv, console_env
+from console_harness import (
+    Bus,
+    Console,
+    FakeMailboxSync,
+    console_argv,
+    console_env,
+    mailbox_sync_accounts,
+)
 
 from postroom_testing.procs import ManagedProcess, free_port
 
@@ -55,3 +62,11 @@ async def start_console(nats_url: str, database_url: str,
 @pytest.fixture
 async def console(start_console: Callable[..., Any]) -> Console:
     return await start_console()
+
+
+@pytest.fixture
+def mailbox_sync() -> Iterator[FakeMailboxSync]:
+    """mailbox-sync's account API (token ``sync-token``) over a real socket."""
+    fake = FakeMailboxSync(mailbox_sync_accounts())
+    yield fake
+    fake.server.shutdown()

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import secrets
 import sys
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -253,3 +255,45 @@ def console_argv() -> list[str]:
 
 def dump(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+class FakeMailboxSync:
+    """mailbox-sync's ``GET /api/v1/accounts`` over a real socket."""
+
+    def __init__(self, accounts: list[dict[str, Any]]) -> None:
+        body = json.dumps({"accounts": accounts}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status = 200 if self.path == "/api/v1/accounts" else 404
+                if self.headers.get("Authorization") != "Bearer sync-token":
+                    status = 401
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def mailbox_sync_accounts() -> list[dict[str, Any]]:
+    """Two accounts in the shape of mailbox-sync's list: Account.public() plus status."""
+    return [
+        {"id": "acme-support", "kind": "imap", "origin": "api", "tenant": "acme",
+         "mailbox": "support", "address": "support@acme.example", "host": "imap.acme.example",
+         "port": 993, "security": "tls", "username": "support", "auth": "password",
+         "folders": ["INBOX"], "mode": "idle", "enabled": True,
+         "status": {"state": "ok", "last_error": None, "folders": [
+             {"folder": "INBOX", "state": "idle", "mode": "idle", "last_error": None,
+              "last_sync_at": "2026-12-01T10:00:00+00:00", "ingested": 12,
+              "duplicates": 0}]}},
+        {"id": "globex-info", "kind": "imap", "origin": "api", "tenant": "globex",
+         "mailbox": "info", "address": "info@globex.example", "folders": ["INBOX"],
+         "enabled": True,
+         "status": {"state": "error", "last_error": "login failed", "folders": []}}]

@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import pytest
-from console_harness import ADMIN_KEY, Bus, Console, draft_reply, until
+from console_harness import ADMIN_KEY, Bus, Console, FakeMailboxSync, draft_reply, until
 
 from postroom_contracts import EVENTS_STREAM, ReplyReviewed, ReplySkipped, reply_id_for
 
@@ -148,51 +144,6 @@ async def test_a_rebuild_keeps_the_replies_and_the_reviews(bus: Bus, console: Co
     assert (await console.admin("GET", f"/api/v1/replies/{reply_id}")).json() == before
     assert (await console.admin("POST", f"/api/v1/replies/{reply_id}/review",
                                 json={"decision": "rejected"})).status_code == 409
-
-
-class FakeMailboxSync:
-    """mailbox-sync's ``GET /api/v1/accounts`` over a real socket."""
-
-    def __init__(self, accounts: list[dict[str, Any]]) -> None:
-        body = json.dumps({"accounts": accounts}).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                status = 200 if self.path == "/api/v1/accounts" else 404
-                if self.headers.get("Authorization") != "Bearer sync-token":
-                    status = 401
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def mailbox_sync() -> Iterator[FakeMailboxSync]:
-    # the shape of mailbox-sync's list: Account.public() plus its status
-    fake = FakeMailboxSync([
-        {"id": "acme-support", "kind": "imap", "origin": "api", "tenant": "acme",
-         "mailbox": "support", "address": "support@acme.example", "host": "imap.acme.example",
-         "port": 993, "security": "tls", "username": "support", "auth": "password",
-         "folders": ["INBOX"], "mode": "idle", "enabled": True,
-         "status": {"state": "ok", "last_error": None, "folders": [
-             {"folder": "INBOX", "state": "idle", "mode": "idle", "last_error": None,
-              "last_sync_at": "2026-12-01T10:00:00+00:00", "ingested": 12,
-              "duplicates": 0}]}},
-        {"id": "globex-info", "kind": "imap", "origin": "api", "tenant": "globex",
-         "mailbox": "info", "address": "info@globex.example", "folders": ["INBOX"],
-         "enabled": True,
-         "status": {"state": "error", "last_error": "login failed", "folders": []}}])
-    yield fake
-    fake.server.shutdown()
 
 
 async def test_mailboxes_read_from_mailbox_sync(start_console: Any,

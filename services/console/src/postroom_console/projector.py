@@ -188,14 +188,16 @@ class Projector:
                      extra={"position": self.position})
             run = asyncio.create_task(self._run(), name="console-projector-consumer")
             held = asyncio.create_task(self._hold(), name="console-projector-lock")
-            done, pending = await asyncio.wait({run, held},
-                                               return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            try:
+                done, _ = await asyncio.wait({run, held}, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when this task is cancelled (stop): neither may outlive it
+                for task in (run, held):
+                    if not task.done():
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await task
             for task in done:
-                if task.exception() is not None:
+                if not task.cancelled() and task.exception() is not None:
                     log.warning("projector lock lost", extra={"error": str(task.exception())})
         except asyncio.CancelledError:
             raise

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from console_harness import ADMIN_KEY, Bus, Console, draft_reply
+from console_harness import ADMIN_KEY, Bus, Console, FakeMailboxSync, draft_reply
 from dashboard_helpers import sign_in
 from playwright.async_api import Page, expect
 
@@ -96,3 +96,19 @@ async def test_the_mailboxes_page_says_when_mailbox_sync_is_not_configured(
     await sign_in(page, console.url, ADMIN_KEY)
     await page.click('#nav a[data-route="mailboxes"]')
     await expect(page.locator("#mailboxes-not-configured")).to_contain_text("not configured")
+
+
+async def test_the_mailboxes_page_shows_mailbox_syncs_accounts(
+        start_console: Any, mailbox_sync: FakeMailboxSync, page: Page,
+        screenshot: Callable[..., Any]) -> None:
+    console = await start_console(CONSOLE_MAILBOX_SYNC_URL=mailbox_sync.url,
+                                  CONSOLE_MAILBOX_SYNC_TOKEN="sync-token")
+    await sign_in(page, console.url, ADMIN_KEY)
+    await page.click('#nav a[data-route="mailboxes"]')
+    ok = page.locator('#mailboxes-table tr[data-account-id="acme-support"]')
+    await expect(ok.locator(".sync-state")).to_have_text("ok")
+    await expect(ok).to_contain_text("support@acme.example")
+    failing = page.locator('#mailboxes-table tr[data-account-id="globex-info"]')
+    await expect(failing).to_have_class("warn")
+    await expect(failing).to_contain_text("login failed")
+    await screenshot(page, "mailboxes")
