@@ -86,6 +86,13 @@ async def test_a_held_draft_is_edited_approved_and_its_delivery_shown(
         "We are checking your order and will answer tomorrow.")
     events = page.locator("#timeline li[data-event-type]")
     await expect(page.locator('#timeline li[data-event-type="reply.reviewed"]')).to_have_count(1)
+    # the timeline shows the draft as written and the text as approved
+    await expect(page.locator('#timeline li[data-event-type="reply.drafted"] .tl-draft')
+                 ).to_have_text("We refund 120 EUR today.")
+    await expect(page.locator('#timeline li[data-event-type="reply.reviewed"] .tl-draft')
+                 ).to_have_text("We are checking your order and will answer tomorrow.")
+    await expect(page.locator('#timeline li[data-event-type="reply.drafted"] .tl-summary')
+                 ).to_contain_text("held: promises a refund; mentions an amount")
     assert (await events.evaluate_all("items => items.map(li => li.dataset.eventType)"))[-4:] \
         == ["reply.drafted", "reply.reviewed", "delivery.requested", "delivery.sent"]
     await screenshot(page, "reply-delivered", full_page=True)

@@ -67,6 +67,10 @@ function timeline(detail) {
     h("div", { class: "tl-what" },
       h("span", { class: "tl-type" }, row.event_type),
       h("span", { class: "tl-summary" }, summarize(row)),
+      row.event_type === "reply.drafted" && (row.payload?.draft_text || row.payload?.body_text)
+        ? h("blockquote", { class: "tl-draft" }, row.payload.draft_text || row.payload.body_text) : null,
+      row.event_type === "reply.reviewed" && row.payload?.body_text
+        ? h("blockquote", { class: "tl-draft" }, row.payload.body_text) : null,
       row.trace_id && row.trace_id !== detail.trace_id
         ? h("span", { class: "tl-trace", title: "trace id of this event" }, row.trace_id) : null,
       h("details", { class: "tl-payload" },
