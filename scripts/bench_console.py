@@ -21,11 +21,11 @@ start; the script waits until it has caught up.
   ``/health`` (uvicorn and FastAPI, no store) and ``/api/v1/session`` (the key's lookup, one
   query). Targets: first page (50 newest), a filtered page (tenant + label), a deep page (the
   cursor 50,000 mails down, got by paging with the API), a subject search that matches one
-  mail in eight, one that matches one mail (the whole table is looked at), and the detail of a
+  mail in eight, one that matches one mail (served by the trigram index), and the detail of a
   mail with the whole journey (nine timeline rows).
 - **WebSocket fan-out**: ``--ws-clients`` clients on ``/api/v1/ws`` (live, no ``since``;
-  publishing starts once every client has its ``hello``); ``--ws-events`` events published one at a time every ``--ws-interval`` seconds; latency
-  from just before the publish to the receipt at each client (p50/p95/max over every client
+  publishing starts once every client has its ``hello``); ``--ws-events`` events published
+  one at a time every ``--ws-interval`` seconds; latency from just before the publish to the receipt at each client (p50/p95/max over every client
   and event, and p95 of "the last client got it"). Every client must receive every event
   exactly once, in stream order, or the run fails. Baseline: the same with one client.
 
