@@ -25,8 +25,9 @@ start; the script waits until it has caught up.
   mail with the whole journey (nine timeline rows).
 - **WebSocket fan-out**: ``--ws-clients`` clients on ``/api/v1/ws`` (live, no ``since``;
   publishing starts once every client has its ``hello``); ``--ws-events`` events published
-  one at a time every ``--ws-interval`` seconds; latency from just before the publish to the receipt at each client (p50/p95/max over every client
-  and event, and p95 of "the last client got it"). Every client must receive every event
+  one at a time every ``--ws-interval`` seconds; latency from just before the publish to
+  the receipt at each client (p50/p95/max over every client and event, and p95 of "the last
+  client got it"). Every client must receive every event
   exactly once, in stream order, or the run fails. Baseline: the same with one client.
 
     uv run --frozen --no-sync python scripts/bench_console.py              # 100,000 mails
