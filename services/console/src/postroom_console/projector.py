@@ -32,6 +32,7 @@ from nats.js import api
 from opentelemetry import propagate, trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from postroom_contracts import EVENTS, EVENTS_STREAM, reply_id_for
 from postroom_contracts.subjects import PREFIX
@@ -290,15 +291,21 @@ class Projector:
 
     async def _load_position(self) -> tuple[int, Any]:
         t = store.projection_state
-        async with self.runtime.store.transaction() as session:
-            row = (await session.execute(
-                select(t.c.last_sequence, t.c.rebuilt_at).where(t.c.name == store.PROJECTION))
-            ).first()
-            if row is None:
-                await session.execute(insert(t).values(name=store.PROJECTION, last_sequence=0,
-                                                       rebuilt_at=None))
-                return 0, None
-            return int(row.last_sequence), row.rebuilt_at
+        for attempt in range(2):
+            try:
+                async with self.runtime.store.transaction() as session:
+                    row = (await session.execute(
+                        select(t.c.last_sequence, t.c.rebuilt_at)
+                        .where(t.c.name == store.PROJECTION))).first()
+                    if row is None:
+                        await session.execute(insert(t).values(
+                            name=store.PROJECTION, last_sequence=0, rebuilt_at=None))
+                        return 0, None
+                    return int(row.last_sequence), row.rebuilt_at
+            except IntegrityError:  # another replica inserted it first: read it
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     # -- stream position and lag --------------------------------------------------------------
 
