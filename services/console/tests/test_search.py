@@ -132,3 +132,45 @@ async def test_search_through_the_projector(bus: Bus, console: Console) -> None:
     async with console.client(ADMIN_KEY) as http:
         response = await http.get("/api/v1/mails", params={"q": "ärger mit"})
         assert [m["mail_key"] for m in response.json()["items"]] == [a.mail_key]
+
+
+@pytest.mark.postgres
+async def test_without_the_right_to_create_pg_trgm_the_migration_goes_on_and_search_works(
+        postgres_database: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A role that may create tables but not extensions (no CREATE on the database): the
+    migration logs it and goes on; the search scans and finds the same mails."""
+    import uuid
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    role = f"console_limited_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(postgres_database.dsn)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+        await admin.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}")
+        url = make_url(postgres_database.url).set(username=role, password=None)
+        s = Store(url.render_as_string(hide_password=False))
+        try:
+            with caplog.at_level("WARNING", logger="postroom_console.migrations"):
+                await s.migrate(MIGRATIONS)
+            assert "pg_trgm not available" in caplog.text
+            async with s.sessions() as session:
+                found = (await session.execute(text(
+                    "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_mails_subject_trgm'"
+                ))).scalar_one()
+            assert found == 0
+            row = new_mail("m-umlaut1", "acme", BASE)
+            row["subject"] = "Ärger im Büro"
+            row["subject_search"] = fold(row["subject"])
+            async with s.transaction() as session:
+                await session.execute(insert(store.mails), [store.fit(store.mails, row)])
+            api = Api.__new__(Api)
+            api.runtime = Runtime(s)  # type: ignore[assignment]
+            assert await pages(api, "ÄRGER IM") == ["m-umlaut1"]
+        finally:
+            await s.close()
+    finally:
+        await admin.execute(f"DROP OWNED BY {role}")
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()
