@@ -22,8 +22,8 @@ from postroom_contracts import (
     VoicemailTranscribed,
 )
 from postroom_contracts import catalogue as catalogue_module
-from postroom_contracts.events import Event
 from postroom_contracts.catalogue import ASYNCAPI_FILE, asyncapi_document, service_problems
+from postroom_contracts.events import Event
 from postroom_contracts.headers import HEADERS, MAIL_KEY, MSG_ID, REQUIRED, event_headers
 from postroom_contracts.services import (
     GROUP,

@@ -226,17 +226,26 @@ class LocalBackend:
         messages = [{"role": "system", "content": request.prompt.system},
                     {"role": "user", "content": request.prompt.user}]
 
-        def run() -> dict[str, Any]:
-            from llama_cpp import StoppingCriteriaList
-
-            def expired(_ids: Any, _logits: Any) -> bool:
-                return stop.is_set() or time.monotonic() > deadline
-
-            result: dict[str, Any] = self.llama.create_chat_completion(
+        def run() -> tuple[str, int, int]:
+            """Stream the completion and stop at the deadline (closing the stream stops
+            llama.cpp); (text, prompt tokens, completion tokens)."""
+            chunks = self.llama.create_chat_completion(
                 messages=messages, max_tokens=request.max_tokens,
-                temperature=request.temperature, stopping_criteria=StoppingCriteriaList(
-                    [expired]))
-            return result
+                temperature=request.temperature, stream=True)
+            parts: list[str] = []
+            completion = 0
+            try:
+                for chunk in chunks:
+                    delta = chunk["choices"][0].get("delta", {}).get("content")
+                    if delta:
+                        parts.append(delta)
+                        completion += 1
+                    if stop.is_set() or time.monotonic() > deadline:
+                        break
+            finally:
+                chunks.close()
+            prompt = max(0, int(self.llama.n_tokens) - completion)
+            return "".join(parts), prompt, completion
 
         started = time.perf_counter()
         async with self.lock:  # one at a time, queued in order
@@ -249,11 +258,9 @@ class LocalBackend:
                 raise
         if time.monotonic() > deadline:
             raise TimeoutError(f"the local model took longer than {time_limit:g} s")
-        usage = data.get("usage") or {}
-        return Draft(text=data["choices"][0]["message"]["content"] or "",
-                     model=self.model_name, backend=self.name,
-                     prompt_tokens=usage.get("prompt_tokens"),
-                     completion_tokens=usage.get("completion_tokens"),
+        text, prompt_tokens, completion_tokens = data
+        return Draft(text=text, model=self.model_name, backend=self.name,
+                     prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                      latency_ms=(time.perf_counter() - started) * 1000)
 
 
@@ -288,7 +295,7 @@ class GuardedBackend:
             raise
         except TimeoutError:
             raise BackendUnavailable(f"no answer within {self.timeout:g} s") from None
-        except (httpx.HTTPError, OSError) as exc:
+        except Exception as exc:  # whatever a backend raises: a failure, the mail waits
             raise BackendUnavailable(f"{type(exc).__name__}: {exc}"[:300]) from None
 
     async def check(self) -> None:

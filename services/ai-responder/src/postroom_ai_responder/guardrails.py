@@ -102,14 +102,17 @@ def redact(text: str) -> str:
                       text)
 
 
-def review(draft: str, *, sources: list[str], forbidden: list[str],
+def review(draft: str, *, sources: list[str], link_sources: list[str], forbidden: list[str],
            injection: str | None) -> list[str]:
-    """Why a person must review this draft before it is sent (empty: nothing found)."""
+    """Why a person must review this draft before it is sent (empty: nothing found).
+    Numbers may come from any source; addresses and links only from ``link_sources`` (the
+    knowledge base, earlier messages, the sender's own address), not from the mail being
+    answered, which anyone can write."""
     reasons = []
     for token in unsupported_facts(draft, sources):
         reasons.append(f"'{token}' is in neither the thread nor the knowledge base")
-    for link in unsupported_links(draft, sources):
-        reasons.append(f"'{link}' is in neither the thread nor the knowledge base")
+    for link in unsupported_links(draft, link_sources):
+        reasons.append(f"'{link}' is in neither the knowledge base nor earlier messages")
     for topic in topics_in(draft, forbidden):
         reasons.append(f"mentions a forbidden topic: {topic}")
     if injection:

@@ -34,6 +34,7 @@ class Prompt:
     user: str
     sources: list[dict[str, str]] = field(default_factory=list)  # ReplySource
     grounding: list[str] = field(default_factory=list)  # texts a draft may take facts from
+    trusted: list[str] = field(default_factory=list)  # texts it may take addresses, links from
     previous: list[dict[str, Any]] = field(default_factory=list)  # AI core previous_messages
 
     @property
@@ -83,12 +84,13 @@ def build(*, subject: str, body: str, quoted: str, sender_name: str, language: s
     mail = body[:MAX_MAIL_CHARS]
     if quoted:
         mail += "\n\n(quoted earlier messages)\n" + quoted[:MAX_PREVIOUS_CHARS]
+    trusted = list(grounding)  # knowledge and earlier messages, not the mail being answered
     grounding.append(f"{subject}\n{body}\n{quoted}")
     name = clean(sender_name) if sender_name else "the customer"
     parts.append(f"\nMail from {name}, subject: {_defuse(clean(subject))}\n{MAIL_OPEN}\n"
                  f"{_defuse(clean(mail))}\n{MAIL_CLOSE}\n\nReply body in {lang}:")
     return Prompt(system=system, user="\n".join(parts), sources=sources, grounding=grounding,
-                  previous=history)
+                  trusted=trusted, previous=history)
 
 
 def clean_output(text: str) -> str:

@@ -339,7 +339,8 @@ class Responder:
                 draft.completion_tokens)
         text = clean_output(draft.text)
         reasons = guardrails.review(
-            text, sources=prompt.grounding, forbidden=policy.forbidden_topics,
+            text, sources=prompt.grounding, link_sources=[*prompt.trusted, req["sender"]],
+            forbidden=policy.forbidden_topics,
             injection=guardrails.injection_in(f"{req['subject']}\n{req['body']}"))
         status = "held" if reasons else ("auto" if policy.mode == "auto" else "pending")
         now = utcnow()
