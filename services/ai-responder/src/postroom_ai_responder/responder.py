@@ -161,16 +161,17 @@ class Responder:
         policy = tenant.reply_policy(mailbox)
         if policy is None:
             return Prepared(mailbox, Skip("policy", f"no reply policy for mailbox {mailbox}"))
-        if event.classification not in policy.labels:
-            return Prepared(mailbox, Skip(
-                "policy", f"label {event.classification} gets no reply in mailbox {mailbox}"))
         blobs = self.runtime.blobs
         assert blobs is not None
         raw = await blobs.get(BlobRef.model_validate(mail.raw))
         facts = await asyncio.to_thread(parse_mail, raw)
+        # automated mail first, whatever its label (the reason a person looking sees)
         skip = loop_guard(facts, envelope_from=mail.envelope_from,
                           own=self.own_addresses(tenant, mailbox, policy),
                           dmarc="fail" if dmarc_failed else None)
+        if skip is None and event.classification not in policy.labels:
+            skip = Skip("policy",
+                        f"label {event.classification} gets no reply in mailbox {mailbox}")
         skip = skip or sender_policy(facts.sender, allowed=self.settings.allowed,
                                      blocked=self.settings.blocked)
         if skip is None:
