@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
+from sqlalchemy import event as sa_event
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -251,9 +252,19 @@ class Responder:
                            actor=ACTOR, at=now, label=event.classification,
                            language=prepared.language)
         self.metrics.queued.inc()
-        self.wake.set()
+        self.wake_after_commit(session)
 
     # --- drafting ----------------------------------------------------------------------
+
+    def wake_after_commit(self, session: AsyncSession) -> None:
+        """Start the drafter once the queued row is committed (woken earlier, it would find
+        nothing and wait for its next look)."""
+        loop = asyncio.get_running_loop()
+
+        def committed(_: Any) -> None:
+            loop.call_soon_threadsafe(self.wake.set)
+
+        sa_event.listen(session.sync_session, "after_commit", committed, once=True)
 
     async def due(self, limit: int = 20) -> list[Any]:
         r = store.replies
