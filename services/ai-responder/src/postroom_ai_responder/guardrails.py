@@ -102,8 +102,21 @@ def redact(text: str) -> str:
                       text)
 
 
+def repeated(text: str, times: int = 3) -> str | None:
+    """A sentence the draft says ``times`` times or more (a small model looping), or None."""
+    counts: dict[str, int] = {}
+    for sentence in re.split(r"(?<=[.!?])\s+|\n+", text):
+        key = " ".join(sentence.lower().split())
+        if len(key) >= 12:
+            counts[key] = counts.get(key, 0) + 1
+            if counts[key] >= times:
+                return sentence.strip()[:60]
+    return None
+
+
 def review(draft: str, *, sources: list[str], link_sources: list[str], forbidden: list[str],
-           injection: str | None) -> list[str]:
+           injection: str | None, language: str | None = None,
+           cut_off: bool = False) -> list[str]:
     """Why a person must review this draft before it is sent (empty: nothing found).
     Numbers may come from any source; addresses and links only from ``link_sources`` (the
     knowledge base, earlier messages, the sender's own address), not from the mail being
@@ -117,6 +130,17 @@ def review(draft: str, *, sources: list[str], link_sources: list[str], forbidden
         reasons.append(f"mentions a forbidden topic: {topic}")
     if injection:
         reasons.append(f"the mail tries to instruct the assistant ('{injection}')")
+    if language is not None and draft.strip():
+        from .mail import detect_language
+
+        written = detect_language(draft, default=language)
+        if written != language:
+            reasons.append(f"written in '{written}', the reply's language is '{language}'")
+    loop = repeated(draft)
+    if loop:
+        reasons.append(f"repeats itself ('{loop}')")
+    if cut_off:
+        reasons.append("cut off at the longest draft allowed (AI_MAX_TOKENS)")
     if not draft.strip():
         reasons.append("the model wrote nothing")
     return reasons

@@ -4,6 +4,7 @@ are defused). Versioned: the version is in every reply.drafted and the audit tra
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,10 +94,25 @@ def build(*, subject: str, body: str, quoted: str, sender_name: str, language: s
                   trusted=trusted, previous=history)
 
 
+_GREETING = re.compile(
+    r"^\s*(dear|hello|hi|good (morning|afternoon|day)|bonjour|bonsoir|cher|chère|madame|"
+    r"monsieur|guten (tag|morgen)|hallo|sehr geehrte[rs]?|liebe[rs]?)\b[^\n.?]{0,40}[,:!]\s*$",
+    re.I)
+_CLOSING = re.compile(
+    r"^\s*(best regards|kind regards|regards|sincerely|best wishes|cordialement|"
+    r"bien à vous|mit freundlichen grüßen|viele grüße|beste grüße)\b[^\n]{0,40}$", re.I)
+
+
 def clean_output(text: str) -> str:
     """The model's text as a reply body: without a subject line, header-like lines, a
     greeting or signature the template adds anyway, and our own markers."""
     lines = text.replace("\r", "").strip().splitlines()
+    while lines and (not lines[0].strip() or _GREETING.match(lines[0])):
+        lines.pop(0)
+    for index, line in enumerate(lines):
+        if _CLOSING.match(line):  # the closing and the signature under it
+            lines = lines[:index]
+            break
     out = []
     for line in lines:
         low = line.strip().lower()

@@ -353,7 +353,9 @@ class Responder:
         reasons = guardrails.review(
             text, sources=prompt.grounding, link_sources=[*prompt.trusted, req["sender"]],
             forbidden=policy.forbidden_topics,
-            injection=guardrails.injection_in(f"{req['subject']}\n{req['body']}"))
+            injection=guardrails.injection_in(f"{req['subject']}\n{req['body']}"),
+            language=req["language"],
+            cut_off=(draft.completion_tokens or 0) >= self.settings.ai_max_tokens)
         status = "held" if reasons else ("auto" if policy.mode == "auto" else "pending")
         now = utcnow()
         from_address = tenant.reply_from_address(row.mailbox, policy)
