@@ -4,6 +4,8 @@ reach the mailer's input once, the breaker, rate limits, the loop guard, prompt 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +20,14 @@ from responder_harness import (
     tenant,
 )
 
-from postroom_contracts import ReplyDrafted, reply_id_for
+from postroom_ai_responder import store
+from postroom_contracts import (
+    DmarcVerdict,
+    MailAuthenticated,
+    ReplyDrafted,
+    derive_event_id,
+    reply_id_for,
+)
 from postroom_testing import procs
 
 
@@ -382,3 +391,58 @@ async def test_drafts_and_approvals_on_postgresql(start: Any, ai_core: FakeHttp,
     await bus.review(drafted["reply_id"], received.mail_key)
     delivery = await bus.one("delivery.requested", received.mail_key)
     assert delivery["delivery_id"] == f"reply-{drafted['reply_id']}"
+
+
+async def test_failed_dmarc_gets_no_reply(core_service: Service, bus: Bus,
+                                          model: FakeModel) -> None:
+    received = await bus.mail(support_mail(), classify=False)
+    await bus.publish(MailAuthenticated(
+        event_id=derive_event_id(received.event_id, "mail.authenticated"),
+        causation_id=received.event_id, tenant="acme", mail_key=received.mail_key,
+        message_id=received.message_id, authserv_id="mx.test",
+        dmarc=DmarcVerdict(result="fail", header_from="customer.example", policy="reject"),
+        authentication_results="mx.test; dmarc=fail header.from=customer.example"))
+
+    async def recorded() -> bool:
+        async with core_service.runtime.store.sessions() as session:
+            return await store.dmarc_failed(session, "acme", received.mail_key)
+
+    await procs.until(recorded, 20, what="the DMARC failure stored")
+    await bus.classified(received, "support")
+    skipped = await bus.one("reply.skipped", received.mail_key)
+    assert skipped["reason"] == "loop-guard" and "DMARC" in skipped["detail"]
+    assert model.requests == []
+
+
+async def test_a_redelivered_classification_drafts_once(core_service: Service, bus: Bus,
+                                                        model: FakeModel) -> None:
+    received = await bus.mail(support_mail())
+    await bus.one("reply.drafted", received.mail_key)
+    [classified] = await bus.of("mail.classified", received.mail_key)
+    # the same event again, past JetStream's duplicate window (another Nats-Msg-Id)
+    await bus.js.publish("postroom.mail.classified.acme", json.dumps(classified).encode(),
+                         headers={"Nats-Msg-Id": "again-1"})
+
+    async def consumed() -> bool:
+        info = await bus.js.consumer_info("POSTROOM_EVENTS", "ai-responder-mail-classified")
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    await procs.until(consumed, 20, what="the redelivery consumed")
+    assert len(await bus.of("reply.drafted", received.mail_key)) == 1
+    assert len(model.requests) == 1
+
+
+async def test_a_knowledge_file_grounds_the_draft(start: Any, ai_core: FakeHttp, bus: Bus,
+                                                  model: FakeModel, tmp_path: Path) -> None:
+    kb = tmp_path / "kb.yaml"
+    kb.write_text("- id: warranty\n  title: Warranty\n  text: Every chair has a warranty of "
+                  "5 years; claims go to warranty@acme.example.\n")
+    await start(ai_backend="ai-core", ai_api_url=ai_core.url, ai_api_key="core-key",
+                tenants=[tenant(knowledge_file=str(kb))])
+    model.answer = lambda prompt: ("Every chair has a warranty of 5 years: write to "
+                                   "warranty@acme.example.")
+    received = await bus.mail(support_mail(subject="Warranty?", body="How long is the "
+                                           "warranty on my chair?"))
+    drafted = await bus.one("reply.drafted", received.mail_key)
+    assert drafted["status"] == "pending", drafted["held_reasons"]
+    assert ("knowledge", "warranty") in {(s["kind"], s["ref"]) for s in drafted["sources"]}
