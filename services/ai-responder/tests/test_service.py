@@ -446,3 +446,14 @@ async def test_a_knowledge_file_grounds_the_draft(start: Any, ai_core: FakeHttp,
     drafted = await bus.one("reply.drafted", received.mail_key)
     assert drafted["status"] == "pending", drafted["held_reasons"]
     assert ("knowledge", "warranty") in {(s["kind"], s["ref"]) for s in drafted["sources"]}
+
+
+async def test_an_unknown_template_is_replaced_and_the_draft_held(
+        start: Any, ai_core: FakeHttp, bus: Bus) -> None:
+    await start(ai_backend="ai-core", ai_api_url=ai_core.url, ai_api_key="core-key",
+                tenants=[tenant(template="fancy")])
+    received = await bus.mail(support_mail())
+    drafted = await bus.one("reply.drafted", received.mail_key)
+    assert drafted["status"] == "held"
+    assert any("'fancy' does not exist" in r for r in drafted["held_reasons"])
+    assert GROUNDED in drafted["body_text"]

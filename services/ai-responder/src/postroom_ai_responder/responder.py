@@ -302,16 +302,35 @@ class Responder:
         self.metrics.breaker.set({"closed": 0, "half-opened": 1, "opened": 2}.get(
             await self.backend.breaker_state(), 0))
 
+    async def claim(self, reply_id: str) -> Any:
+        """Take a queued reply for drafting: its ``next_attempt_at`` moves past the time a
+        draft may take (a lease: another replica leaves it alone, and takes it over if this
+        process dies). None when it is not due or someone else has it."""
+        r = store.replies
+        now = utcnow()
+        lease = now + timedelta(seconds=self.settings.processing_timeout + 30)
+        async with self.runtime.store.transaction() as session:
+            result = await session.execute(
+                r.update().where(r.c.reply_id == reply_id, r.c.status == "queued",
+                                 r.c.next_attempt_at <= now).values(next_attempt_at=lease))
+            if result.rowcount != 1:
+                return None
+            return await store.get_reply(session, reply_id)
+
     async def draft(self, reply_id: str) -> bool:
         """Draft one queued reply; False when the backend failed (the row stays queued)."""
-        async with self.runtime.store.sessions() as session:
-            row = await store.get_reply(session, reply_id)
-        if row is None or row.status != "queued":
+        row = await self.claim(reply_id)
+        if row is None:
             return True
         token = otel_context.attach(propagate.extract(row.trace or {}))
         try:
             with self.tracer.start_as_current_span("ai-responder draft"):
                 return await self._draft(row)
+        except Exception as exc:  # a bug or a bad template: this reply waits, others go on
+            log.exception("drafting a reply failed; it waits", extra={
+                "reply_id": reply_id, "mail_key": row.mail_key})
+            await self._wait(row, f"{type(exc).__name__}: {exc}", backoff=True)
+            return True
         finally:
             otel_context.detach(token)
 
@@ -356,15 +375,20 @@ class Responder:
             injection=guardrails.injection_in(f"{req['subject']}\n{req['body']}"),
             language=req["language"],
             cut_off=(draft.completion_tokens or 0) >= self.settings.ai_max_tokens)
-        status = "held" if reasons else ("auto" if policy.mode == "auto" else "pending")
         now = utcnow()
         from_address = tenant.reply_from_address(row.mailbox, policy)
+        template = policy.template
+        if template not in self.templates.names():
+            reasons.append(f"the tenant's template '{template}' does not exist; drafted with "
+                           "'standard'")
+            template = "standard"
         rendered = self.templates.render(
-            policy.template, draft=text, language=req["language"],
+            template, draft=text, language=req["language"],
             sender_name=req["sender_name"], original_subject=req["subject"],
             thread_id=req["thread_id"], assistant_name=policy.assistant_name,
             organisation=policy.organisation or tenant.name, disclaimer=policy.disclaimer,
             now=now)
+        status = "held" if reasons else ("auto" if policy.mode == "auto" else "pending")
         to = [req["sender"]]
         references = list(req["references"])
         drafted = ReplyDrafted(
@@ -420,18 +444,27 @@ class Responder:
     async def _backend_failed(self, row: Any, error: str) -> None:
         outcome = "breaker_open" if "breaker open" in error else "error"
         self.metrics.backend_calls.labels(self.backend.name, outcome).inc()
+        await self._wait(row, error)
+        log.warning("AI backend unavailable; the mail waits", extra={
+            "mail_key": row.mail_key, "reply_id": row.reply_id, "error": error[:300],
+            "attempt": row.attempts + 1})
+
+    async def _wait(self, row: Any, error: str, *, backoff: bool = False) -> None:
+        """The reply stays queued: tried again after REPLY_RETRY_SECONDS (an outage: the
+        breaker decides how often the backend is really called), or, for a failure of its
+        own (``backoff``), after a delay doubling up to an hour."""
         now = utcnow()
+        delay = self.settings.reply_retry_seconds
+        if backoff:
+            delay = min(3600.0, delay * 2 ** min(row.attempts, 12))
         async with self.runtime.store.transaction() as session:
             await store.update_reply(
                 session, row.reply_id, attempts=row.attempts + 1, last_error=error[:500],
-                next_attempt_at=now + timedelta(seconds=self.settings.reply_retry_seconds))
+                next_attempt_at=now + timedelta(seconds=delay))
             if row.attempts == 0:  # the first failure; later ones only count
                 await store.record(session, reply_id=row.reply_id, tenant=row.tenant,
                                    action="waiting", actor=ACTOR, at=now,
                                    error=error[:300], backend=self.backend.name)
-        log.warning("AI backend unavailable; the mail waits", extra={
-            "mail_key": row.mail_key, "reply_id": row.reply_id, "error": error[:300],
-            "attempt": row.attempts + 1})
 
     async def _close_unanswerable(self, row: Any, detail: str) -> None:
         now = utcnow()
@@ -494,7 +527,8 @@ class Responder:
             req = row.request
             draft_text = event.body_text.strip()
             rendered = self.templates.render(
-                policy.template if policy else "standard", draft=draft_text,
+                policy.template if policy and policy.template in self.templates.names()
+                else "standard", draft=draft_text,
                 language=row.language or "en", sender_name=req["sender_name"],
                 original_subject=req["subject"], thread_id=req["thread_id"],
                 assistant_name=policy.assistant_name if policy else "Support",
