@@ -110,6 +110,7 @@ def test_a_support_question_gets_a_draft_in_its_trace_and_the_approved_reply_is_
                            timeout=60, interval=0.2)
     assert skipped["reason"] == "loop-guard"
     assert len(asyncio.run(events(stack.nats.url, "reply.drafted"))) == 1
-    state = httpx.get(f"{ai}/replies/{drafted['reply_id']}", timeout=10).json()
+    state = httpx.get(f"{ai}/replies/{drafted['reply_id']}", timeout=10,
+                      headers={"Authorization": f"Bearer {REVIEW_KEY}"}).json()
     assert state["status"] == "approved" and state["reviewed_by"] == "e2e"
     assert [a["action"] for a in state["audit"]][-1] == "approved"

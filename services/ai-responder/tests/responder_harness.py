@@ -37,6 +37,7 @@ from postroom_runtime import NatsBlobStore, ServiceRuntime, event_headers, seed_
 from postroom_testing import procs
 from postroom_testing.procs import free_port
 
+REVIEW_KEY = "review-key"
 GROUNDED = ("Our support team answers Monday to Friday, 8:00 to 18:00 CET, at "
             "+49 30 1234 5678.")
 KNOWLEDGE = [
@@ -279,10 +280,12 @@ async def start_service(nats_url: str, tmp_path: Path, *, database_url: str | No
         consumer_max_deliver=5, consumer_backoff_base_seconds=0.05,
         consumer_backoff_max_seconds=0.5, reply_retry_seconds=0.3,
         ai_breaker_reset_seconds=1.0, ai_breaker_failure_threshold=2,
-        processing_timeout=20, outbox_poll_seconds=0.1)
+        processing_timeout=20, outbox_poll_seconds=0.1, reply_api_key=REVIEW_KEY)
     values.update(overrides)
     runtime = build_runtime(AiResponderSettings(**values), registry=CollectorRegistry(),
                             configure_logging=False)
     await runtime.start()
-    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", timeout=10)
+    key = values["reply_api_key"]
+    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", timeout=10,
+                             headers={"Authorization": f"Bearer {key}"} if key else {})
     return Service(runtime, http)

@@ -5,6 +5,7 @@ reach the mailer's input once, the breaker, rate limits, the loop guard, prompt 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,13 @@ async def test_the_review_api_publishes_the_decision_and_a_rejection_sends_nothi
     received = await bus.mail(support_mail())
     drafted = await bus.one("reply.drafted", received.mail_key)
     url = f"/replies/{drafted['reply_id']}/review"
-    assert (await core_service.http.post(url, json={"decision": "rejected"})).status_code == 401
+    for key in ("wrong", "review-key-2"):
+        refused = await core_service.http.post(url, json={"decision": "rejected"},
+                                               headers={"Authorization": f"Bearer {key}"})
+        assert refused.status_code == 401
+        listed = await core_service.http.get("/replies",
+                                             headers={"Authorization": f"Bearer {key}"})
+        assert listed.status_code == 401
     response = await core_service.http.post(
         url, json={"decision": "rejected", "reviewed_by": "bob", "reason": "wrong tone"},
         headers={"Authorization": "Bearer review-key"})
@@ -457,3 +464,28 @@ async def test_an_unknown_template_is_replaced_and_the_draft_held(
     assert drafted["status"] == "held"
     assert any("'fancy' does not exist" in r for r in drafted["held_reasons"])
     assert GROUNDED in drafted["body_text"]
+
+
+async def test_the_replies_api_is_off_without_a_key_and_old_mail_is_forgotten(
+        start: Any, ai_core: FakeHttp, bus: Bus) -> None:
+    service = await start(ai_backend="ai-core", ai_api_url=ai_core.url,
+                          ai_api_key="core-key", reply_api_key=None)
+    assert (await service.http.get("/replies")).status_code == 404
+    assert (await service.http.get("/backend")).json()["backend"] == "ai-core"
+    order = await bus.mail(support_mail(), mailbox="orders", classify=False)
+    support = await bus.mail(support_mail(), classify=False)
+
+    async def stored() -> bool:
+        async with service.runtime.store.sessions() as session:
+            return all([await store.get_mail(session, "acme", order.mail_key),
+                        await store.get_mail(session, "acme", support.mail_key)])
+
+    await procs.until(stored, 20, what="both mails stored")
+    assert await service.responder.prune() == 0  # too young
+    async with service.runtime.store.transaction() as session:
+        await session.execute(store.mails.update().values(
+            received_at=datetime.now(UTC) - timedelta(days=16)))
+    assert await service.responder.prune() == 1  # the order; the support mail is thread history
+    async with service.runtime.store.sessions() as session:
+        assert await store.get_mail(session, "acme", order.mail_key) is None
+        assert await store.get_mail(session, "acme", support.mail_key) is not None

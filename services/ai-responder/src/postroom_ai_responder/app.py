@@ -90,12 +90,24 @@ def reply_json(row: Any) -> dict[str, Any]:
 
 def add_routes(app: FastAPI, runtime: ServiceRuntime, responder: Responder,
                settings: AiResponderSettings) -> None:
+    def authorize(authorization: str | None) -> None:
+        """Replies hold addresses and mail text: every /replies route wants the bearer
+        REPLY_API_KEY, and is off without one (the console is the way in then)."""
+        key = settings.reply_api_key.get_secret_value() if settings.reply_api_key else None
+        if key is None:
+            raise HTTPException(404, "the replies API is off (REPLY_API_KEY is not set)")
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), key.encode()):
+            raise HTTPException(401, "a valid bearer key is required")
+
     @app.get("/replies")
     async def list_replies(
         tenant: str | None = None, status: str | None = None, mail_key: str | None = None,
         limit: int = Query(100, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0),
+        authorization: str | None = Header(default=None),
     ) -> list[dict[str, Any]]:
         """Replies, newest first: queued, pending, held, auto, approved, rejected, skipped."""
+        authorize(authorization)
         r = store.replies
         query = select(r).order_by(r.c.queued_at.desc()).limit(limit).offset(offset)
         if tenant:
@@ -109,9 +121,11 @@ def add_routes(app: FastAPI, runtime: ServiceRuntime, responder: Responder,
         return [reply_json(row) for row in rows]
 
     @app.get("/replies/{reply_id}")
-    async def get_reply(reply_id: str) -> dict[str, Any]:
+    async def get_reply(reply_id: str,
+                        authorization: str | None = Header(default=None)) -> dict[str, Any]:
         """One reply with its audit trail (model, prompt version, sources, who decided, the
         delivery id)."""
+        authorize(authorization)
         async with runtime.store.sessions() as session:
             row = await store.get_reply(session, reply_id)
             if row is None:
@@ -129,12 +143,7 @@ def add_routes(app: FastAPI, runtime: ServiceRuntime, responder: Responder,
                      authorization: str | None = Header(default=None)) -> dict[str, Any]:
         """Decide on a drafted reply (as the console does): publishes reply.reviewed; the
         decision is applied by the consumer, like any other. Bearer REPLY_API_KEY."""
-        key = settings.reply_api_key.get_secret_value() if settings.reply_api_key else None
-        if key is None:
-            raise HTTPException(404, "the review API is off (REPLY_API_KEY is not set)")
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), key.encode()):
-            raise HTTPException(401, "a valid bearer key is required")
+        authorize(authorization)
         async with runtime.store.transaction() as session:
             row = await store.get_reply(session, reply_id)
             if row is None:

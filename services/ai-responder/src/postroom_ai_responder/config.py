@@ -75,8 +75,8 @@ class AiResponderSettings(RuntimeSettings):
         default=None, description="Templates (<name>.html.j2, <name>.txt.j2) that replace "
         "the shipped ones")
     reply_api_key: SecretStr | None = Field(
-        default=None, description="Bearer key of the review API (POST /replies/{id}/review); "
-        "unset: decisions come only from the console")
+        default=None, description="Bearer key of the replies API (GET /replies, POST "
+        "/replies/{id}/review); unset: the API is off, decisions come from the console")
 
     @field_validator("ai_api_url", "openai_base_url", "local_model_path", "reply_template_dir",
                      "ai_api_key", "openai_api_key", "reply_api_key", mode="before")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,6 +63,8 @@ from .templates import Templates
 
 log = logging.getLogger(__name__)
 ACTOR = "ai-responder"
+MAIL_RETENTION_DAYS = 15  # past the events stream's 14 days
+PRUNE_SECONDS = 3600.0
 
 
 @dataclass
@@ -274,11 +277,25 @@ class Responder:
                 select(r.c.reply_id).where(r.c.status == "queued", r.c.next_attempt_at <= now)
                 .order_by(r.c.queued_at).limit(limit))).scalars())
 
+    async def prune(self) -> int:
+        """Forget mail that never asked for a reply once no stream can deliver its
+        classification any more (the events stream keeps 14 days)."""
+        m = store.mails
+        cutoff = utcnow() - timedelta(days=MAIL_RETENTION_DAYS)
+        async with self.runtime.store.transaction() as session:
+            result = await session.execute(m.delete().where(
+                m.c.reply.is_(False), m.c.received_at < cutoff))
+        return int(result.rowcount or 0)
+
     async def run_drafter(self) -> None:
         """Draft queued replies one at a time until stopped; after a backend failure wait
         REPLY_RETRY_SECONDS (the others would fail the same way)."""
+        pruned_at = 0.0
         while True:
             try:
+                if time.monotonic() - pruned_at > PRUNE_SECONDS:
+                    pruned_at = time.monotonic()
+                    await self.prune()
                 ids = await self.due()
                 for reply_id in ids:
                     if not await self.draft(reply_id):
