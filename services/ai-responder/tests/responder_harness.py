@@ -187,9 +187,10 @@ class Bus:
 
     async def mail(self, msg: EmailMessage | bytes, *, label: str = "support",
                    mailbox: str = "support", envelope_from: str | None = None,
-                   classify: bool = True) -> MailReceived:
+                   classify: bool = True, classified_first: bool = False) -> MailReceived:
         """mail.received (raw mail in the blob store) then mail.classified, as smtp-ingress
-        and the classifier publish them."""
+        and the classifier publish them (``classified_first``: the other way round, as a
+        lagging mail.received consumer sees them)."""
         raw = msg if isinstance(msg, bytes) else msg.as_bytes()
         message_id = (str(msg["Message-ID"]) if isinstance(msg, EmailMessage)
                       else f"<{uuid.uuid4().hex}@x>")
@@ -202,8 +203,11 @@ class Bus:
             actions=["extract", "classify", "reply"] if mailbox == "support" else ["extract"],
             envelope_from=envelope_from, recipients=[f"{mailbox}+acme@intake.example.com"],
             size=len(raw), raw=await self.blobs.put(raw, content_type="message/rfc822"))
+        if classified_first:
+            await self.classified(received, label)
+            await asyncio.sleep(1.0)
         await self.publish(received)
-        if classify:
+        if classify and not classified_first:
             await self.classified(received, label)
         return received
 

@@ -489,3 +489,10 @@ async def test_the_replies_api_is_off_without_a_key_and_old_mail_is_forgotten(
     async with service.runtime.store.sessions() as session:
         assert await store.get_mail(session, "acme", order.mail_key) is None
         assert await store.get_mail(session, "acme", support.mail_key) is not None
+
+
+async def test_a_classification_seen_before_its_mail_received_waits_for_it(
+        core_service: Service, bus: Bus) -> None:
+    received = await bus.mail(support_mail(), classified_first=True)
+    drafted = await bus.one("reply.drafted", received.mail_key)
+    assert drafted["status"] == "pending"

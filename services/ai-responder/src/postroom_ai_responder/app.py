@@ -208,10 +208,13 @@ def build_runtime(
     runtime.checks["ai_backend"] = check_backend
     runtime.checks["mailer"] = check_mailer
     runtime.checks["tenants"] = check_tenants
+    # every mail passes these two: a (no-op) prepare step lets their rows group-commit, one
+    # transaction for all the messages that are ready instead of one each
     for event_type, handler in ((MailReceived, responder.on_received),
                                 (MailAuthenticated, responder.on_authenticated)):
         runtime.consume(event_type, handler, durable=SERVICE.durable_for(event_type),
-                        processed=store.processed_messages, outbox=store.outbox)
+                        processed=store.processed_messages, outbox=store.outbox,
+                        prepare=responder.nothing_to_prepare)
     runtime.consume(MailClassified, responder.on_classified,
                     durable=SERVICE.durable_for(MailClassified),
                     processed=store.processed_messages, outbox=store.outbox,

