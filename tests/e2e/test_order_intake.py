@@ -197,16 +197,17 @@ def test_one_trace_from_smtp_data_through_the_extractor(start_stack, otlp: OtlpR
     extractor_spans = wait_until(traced, timeout=30, interval=0.2)
     trace_id = extractor_spans[0]["trace_id"]
     # every consumer of the mail's events joins the trace: the transcriber receives its
-    # mail.parsed too (and leaves it alone: no route), the classifier labels it, and the
-    # console projects each of its events
-    consumers = {"transcriber", "classifier", "console"}
+    # mail.parsed too (and leaves it alone: no route), the classifier labels it,
+    # ai-responder reads its mail.received and mail.classified (orders: no `reply`, nothing)
+    # and the console projects each of its events
+    consumers = {"transcriber", "classifier", "ai-responder", "console"}
     wait_until(lambda: consumers <= {s["service"] for s in otlp.snapshot()
                                      if s["trace_id"] == trace_id}, timeout=30, interval=0.2)
     services = {s["service"] for s in otlp.snapshot() if s["trace_id"] == trace_id}
     # the services that published or consumed this mail's events (no other service may
     # claim a span of it)
     assert services == {"smtp-ingress", "attachment-extractor", "transcriber", "classifier",
-                        "console"}
+                        "ai-responder", "console"}
     assert any("mail.received" in s["name"] for s in extractor_spans)
     # the verification after the 250 is part of the same trace, and its verdict is published
     wait_until(lambda: any(s["name"] == "mail authentication" and s["trace_id"] == trace_id

@@ -568,8 +568,6 @@ class ReplyDrafted(Event):
 
     event_type: ClassVar[str] = "reply.drafted"
     schema_version: ClassVar[int] = 1
-    # a draft until ai-responder's spec (which publishes it) is registered
-    draft: ClassVar[bool] = True
 
     reply_id: str = Field(
         min_length=8, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
@@ -621,8 +619,6 @@ class ReplySkipped(Event):
 
     event_type: ClassVar[str] = "reply.skipped"
     schema_version: ClassVar[int] = 1
-    # a draft until ai-responder's spec (which publishes it) is registered
-    draft: ClassVar[bool] = True
 
     reason: str = Field(
         description="'loop-guard' (automated mail, list, bounce, our own mail), 'rate-limit', "
