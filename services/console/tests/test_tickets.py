@@ -30,7 +30,7 @@ async def test_a_ticket_stands_in_for_the_key_in_urls(bus: Bus, console: Console
     await console.caught_up(bus)
     acme_key = await console.tenant_key("acme")
     ticket = await new_ticket(console, acme_key)
-    assert acme_key.split("_")[-1] not in ticket
+    assert acme_key.split("_", 2)[2] not in ticket
     html = f"/api/v1/mails/{mail.mail_key}/html"
     doc = f"/api/v1/mails/{mail.mail_key}/documents/{mail.document_id}"
     ok = await console.http.get(html, params={"ticket": ticket})
@@ -62,7 +62,7 @@ async def test_a_key_in_a_url_never_reaches_the_log(bus: Bus, start_console: Any
     console = await start_console(LOG_LEVEL="DEBUG")
     mail = await bus.mail()
     await console.caught_up(bus)
-    secret = ADMIN_KEY.split("_")[-1]
+    secret = ADMIN_KEY.split("_", 2)[2]
     ticket = await new_ticket(console, ADMIN_KEY)
     for params in ({"key": ADMIN_KEY}, {"ticket": ticket}):
         response = await console.http.get(f"/api/v1/mails/{mail.mail_key}/html", params=params)
