@@ -1,0 +1,418 @@
+"""IMAP: one connection per watched folder, IDLE where the server has it, polling elsewhere.
+
+Every wait is bounded: a command by ``IMAP_TIMEOUT_SECONDS``; an IDLE by
+``IMAP_WATCHDOG_SECONDS`` of silence, after which it is ended with DONE, whose tagged answer is
+the liveness probe, and started again (so it is also renewed long before the 29 minutes of RFC
+2177); a connection the server closes is noticed at once (the protocol's ``connection_lost``).
+Any failure closes the connection and reconnects with capped, jittered backoff.
+
+aioimaplib speaks the protocol; STARTTLS, which it lacks, is done here on its transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from aioimaplib import aioimaplib
+
+from .handlers import (
+    Account,
+    FolderState,
+    backoff,
+    horizon,
+    imap_date,
+    is_auth_failure,
+    parse_fetch,
+    parse_search,
+    parse_select,
+)
+
+log = logging.getLogger("postroom_mailbox_sync")
+T = TypeVar("T")
+
+
+class ImapFailure(Exception):
+    """The server answered NO or BAD, or something unexpected."""
+
+
+class AuthFailed(ImapFailure):
+    """LOGIN or AUTHENTICATE was refused."""
+
+
+class ConnectionLost(ImapFailure):
+    """The server closed the connection."""
+
+
+def _quoted(folder: str) -> str:
+    return '"' + folder + '"'  # names with '"' or '\\' are refused when the account is added
+
+
+class ImapSession:
+    """One authenticated IMAP connection; every call bounded by ``timeout``."""
+
+    def __init__(self, account: Account, timeout: float) -> None:
+        self.account = account
+        self.timeout = timeout
+        self.lost = asyncio.Event()
+        self.client: aioimaplib.IMAP4 | None = None
+        self.selected: FolderState | None = None
+        self.capabilities: set[str] = set()
+
+    @property
+    def proto(self) -> aioimaplib.IMAP4ClientProtocol:
+        assert self.client is not None
+        return self.client.protocol
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if not self.account.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def bounded(self, aw: Awaitable[T], timeout: float | None = None) -> T:  # noqa: ASYNC109
+        """``aw`` within ``timeout`` (default: the command timeout), or ``TimeoutError``;
+        ``ConnectionLost`` as soon as the connection drops."""
+        task = asyncio.ensure_future(aw)
+        lost = asyncio.ensure_future(self.lost.wait())
+        try:
+            done, _ = await asyncio.wait({task, lost}, timeout=timeout or self.timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        if lost in done:
+            raise ConnectionLost("the server closed the connection")
+        raise TimeoutError(f"no answer within {timeout or self.timeout:g}s")
+
+    async def open(self) -> None:
+        account = self.account
+        context = self._ssl_context() if account.security != "none" else None
+
+        def on_lost(_: Exception | None) -> None:
+            self.lost.set()
+
+        self.client = aioimaplib.IMAP4(
+            host=account.host, port=account.port, timeout=self.timeout, conn_lost_cb=on_lost,
+            ssl_context=context if account.security == "ssl" else None)
+        await self.bounded(self.client.wait_hello_from_server())
+        if account.security == "starttls":
+            assert context is not None
+            await self._starttls(context)
+        if account.auth == "xoauth2":
+            response = await self.bounded(self.proto.xoauth2(account.username, account.secret))
+        else:
+            response = await self.bounded(self.proto.login(account.username, account.secret))
+        if response.result != "OK":
+            raise AuthFailed(f"authentication failed: {is_auth_failure(response.lines)}")
+        await self.bounded(self.proto.capability())
+        self.capabilities = {c.upper() for c in self.proto.capabilities}
+        if "CONDSTORE" in self.capabilities and "ENABLE" in self.capabilities:
+            await self.bounded(self.proto.simple_command("ENABLE", "CONDSTORE"))
+
+    async def _starttls(self, context: ssl.SSLContext) -> None:
+        proto = self.proto
+        if "STARTTLS" not in {c.upper() for c in proto.capabilities}:
+            raise ImapFailure("the server does not offer STARTTLS")
+        response = await self.bounded(proto.execute(
+            aioimaplib.Command("STARTTLS", proto.new_tag(), loop=proto.loop)))
+        if response.result != "OK":
+            raise ImapFailure(f"STARTTLS refused: {is_auth_failure(response.lines)}")
+        loop = asyncio.get_running_loop()
+        transport = await self.bounded(loop.start_tls(
+            proto.transport, proto, context, server_hostname=self.account.host))
+        proto.transport = transport
+        await self.bounded(proto.capability())  # capabilities may change after TLS
+
+    def has(self, capability: str) -> bool:
+        return capability.upper() in self.capabilities
+
+    async def select(self, folder: str) -> FolderState:
+        response = await self.bounded(self.proto.select(_quoted(folder)))
+        if response.result != "OK":
+            raise ImapFailure(f"SELECT {folder}: {is_auth_failure(response.lines)}")
+        self.selected = parse_select(response.lines)
+        return self.selected
+
+    async def _search(self, *criteria: str) -> list[int]:
+        response = await self.bounded(self.proto.search(*criteria, charset=None, by_uid=True))
+        if response.result != "OK":
+            raise ImapFailure(f"UID SEARCH: {is_auth_failure(response.lines)}")
+        return parse_search(response.lines)
+
+    async def uids_from(self, first: int) -> list[int]:
+        """UIDs from ``first`` on (``n:*`` also matches the last message when none is new)."""
+        return [uid for uid in await self._search("UID", f"{first}:*") if uid >= first]
+
+    async def uids_since(self, since: datetime) -> list[int]:
+        return await self._search("SINCE", imap_date(since))
+
+    async def fetch(self, uids: list[int]) -> list[Any]:
+        if not uids:
+            return []
+        response = await self.bounded(self.proto.fetch(
+            ",".join(map(str, uids)), "(UID BODY.PEEK[])", by_uid=True, timeout=self.timeout))
+        if response.result != "OK":
+            raise ImapFailure(f"UID FETCH: {is_auth_failure(response.lines)}")
+        return parse_fetch(response.lines)
+
+    async def add_flags(self, uid: int, flags: list[str]) -> None:
+        response = await self.bounded(self.proto.store(
+            str(uid), "+FLAGS.SILENT", "(" + " ".join(flags) + ")", by_uid=True))
+        if response.result != "OK":
+            raise ImapFailure(f"UID STORE: {is_auth_failure(response.lines)}")
+
+    async def move(self, uid: int, folder: str) -> None:
+        if self.has("MOVE"):
+            response = await self.bounded(self.proto.move(str(uid), _quoted(folder),
+                                                          by_uid=True))
+            if response.result != "OK":
+                raise ImapFailure(f"UID MOVE: {is_auth_failure(response.lines)}")
+            return
+        response = await self.bounded(self.proto.copy(str(uid), _quoted(folder), by_uid=True))
+        if response.result != "OK":
+            raise ImapFailure(f"UID COPY: {is_auth_failure(response.lines)}")
+        await self.add_flags(uid, ["\\Deleted"])
+        if self.has("UIDPLUS"):
+            await self.bounded(self.proto.expunge(str(uid), by_uid=True))
+
+    async def noop(self) -> None:
+        response = await self.bounded(self.proto.simple_command("NOOP"))
+        if response.result != "OK":
+            raise ImapFailure(f"NOOP: {is_auth_failure(response.lines)}")
+
+    async def idle(self, renew: float, watchdog: float) -> str:
+        """IDLE until the server says something ('push'), ``watchdog`` seconds of silence
+        ('probe') or ``renew`` seconds in all ('renew'); then DONE, whose tagged answer must
+        come within the command timeout."""
+        proto = self.proto
+        while not proto.idle_queue.empty():
+            proto.idle_queue.get_nowait()
+        command = asyncio.ensure_future(proto.idle())
+        ack = asyncio.ensure_future(proto.wait_for_idle_response())
+        try:
+            await self.bounded(asyncio.wait({command, ack},
+                                            return_when=asyncio.FIRST_COMPLETED))
+        finally:
+            ack.cancel()
+        if not proto.has_pending_idle_command():
+            with contextlib.suppress(BaseException):
+                await command
+            raise ImapFailure("the server refused IDLE")
+        started = time.monotonic()
+        reason = "renew"
+        while True:
+            left = renew - (time.monotonic() - started)
+            if left <= 0:
+                break
+            try:
+                lines = await self.bounded(proto.idle_queue.get(), timeout=min(watchdog, left))
+            except TimeoutError:
+                reason = "probe" if watchdog < left else "renew"
+                break
+            if any(not bytes(line).upper().startswith(b"OK") for line in lines
+                   if isinstance(line, bytes | bytearray)):
+                reason = "push"
+                break
+        proto.idle_done()
+        response = await self.bounded(command)
+        if response.result != "OK":
+            raise ImapFailure(f"IDLE ended with {response.result}")
+        return reason
+
+    async def close(self) -> None:
+        if self.client is None:
+            return
+        with contextlib.suppress(BaseException):
+            if not self.lost.is_set() and self.proto.state in (aioimaplib.AUTH,
+                                                               aioimaplib.SELECTED):
+                await self.bounded(self.proto.logout(), timeout=2)
+        transport = self.proto.transport
+        if transport is not None:
+            transport.close()
+        for task in list(self.proto.tasks):
+            task.cancel()
+
+
+# --- one watched folder ------------------------------------------------------------------------
+
+
+@dataclass
+class FolderStatus:
+    folder: str
+    state: str = "starting"  # connecting, syncing, idle, polling, backoff, error, stopped
+    mode: str | None = None  # idle | poll, once connected
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    last_sync_at: datetime | None = None
+    connected_since: datetime | None = None
+    next_retry_at: datetime | None = None
+    reconnects: int = 0
+    ingested: int = 0
+    duplicates: int = 0
+    position: dict[str, Any] = field(default_factory=dict)
+
+    def public(self) -> dict[str, Any]:
+        def at(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "folder": self.folder, "state": self.state, "mode": self.mode,
+            "last_error": self.last_error, "last_error_at": at(self.last_error_at),
+            "last_sync_at": at(self.last_sync_at), "connected_since": at(self.connected_since),
+            "next_retry_at": at(self.next_retry_at), "reconnects": self.reconnects,
+            "ingested": self.ingested, "duplicates": self.duplicates,
+            "position": self.position,
+        }
+
+
+class FolderWorker:
+    """Keeps one folder of one account in sync, forever (until cancelled)."""
+
+    def __init__(self, sync: Any, account: Account, folder: str) -> None:
+        self.sync_service = sync  # ImapSync (app wiring): settings, ingestor, store, metrics
+        self.settings = sync.settings
+        self.account = account
+        self.folder = folder
+        self.status = FolderStatus(folder=folder)
+        self.wake = asyncio.Event()  # a poll now (tests, the API)
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name=f"imap:{self.account.id}:{self.folder}")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.task
+        self.status.state = "stopped"
+
+    def _failed(self, message: str) -> None:
+        self.status.state = "error"
+        self.status.last_error = message[:500]
+        self.status.last_error_at = datetime.now(UTC)
+        self.status.connected_since = None
+
+    async def run(self) -> None:
+        s = self.settings
+        metrics = self.sync_service.metrics
+        attempt = 0
+        while True:
+            session = ImapSession(self.account, s.imap_timeout_seconds)
+            try:
+                # after a failure the folder stays in "error" (with its last error) until the
+                # reconnect has selected the folder again
+                self.status.state = "connecting" if self.status.last_error is None else "error"
+                await session.open()
+                metrics.connects.labels("ok").inc()
+                self.status.connected_since = datetime.now(UTC)
+                await session.select(self.folder)
+                attempt = 0
+                await self.sync(session)
+                self.status.last_error = None
+                use_idle = (self.account.mode != "poll" and s.imap_idle and session.has("IDLE"))
+                self.status.mode = "idle" if use_idle else "poll"
+                if self.account.mode == "idle" and not use_idle:
+                    log.warning("IDLE unavailable: polling",
+                                extra={"account": self.account.id, "folder": self.folder})
+                while True:
+                    if use_idle:
+                        self.status.state = "idle"
+                        reason = await session.idle(s.imap_idle_renew_seconds,
+                                                    s.imap_watchdog_seconds)
+                        metrics.idle_cycles.labels(reason).inc()
+                    else:
+                        self.status.state = "polling"
+                        self.wake.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await session.bounded(self.wake.wait(),
+                                                  timeout=s.email_check_interval)
+                        await session.noop()
+                    await self.sync(session)
+            except asyncio.CancelledError:
+                await session.close()
+                raise
+            except AuthFailed as exc:
+                metrics.connects.labels("auth_failed").inc()
+                self._failed(str(exc))
+                log.warning("IMAP login refused", extra={
+                    "account": self.account.id, "folder": self.folder, "error": str(exc)})
+            except Exception as exc:
+                if session.selected is None:
+                    metrics.connects.labels("error").inc()
+                message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                self._failed(message)
+                log.warning("IMAP connection failed; reconnecting", extra={
+                    "account": self.account.id, "folder": self.folder, "error": message})
+            await session.close()
+            attempt += 1
+            self.status.reconnects += 1
+            delay = backoff(attempt, s.imap_backoff_base_seconds, s.imap_backoff_max_seconds)
+            self.status.next_retry_at = datetime.fromtimestamp(time.time() + delay, UTC)
+            await asyncio.sleep(delay)
+            self.status.next_retry_at = None
+
+    async def sync(self, session: ImapSession) -> None:
+        """Read what is new since the stored position (first sync and a changed UIDVALIDITY:
+        from the horizon, every mail already published recognised by its key)."""
+        svc = self.sync_service
+        state = session.selected
+        assert state is not None
+        self.status.state = "syncing"
+        account, folder = self.account, self.folder
+        stored = await svc.position(account.id, folder)
+        if stored is None or stored["uidvalidity"] != state.uidvalidity:
+            if stored is not None:
+                log.warning("UIDVALIDITY changed: re-indexing the folder", extra={
+                    "account": account.id, "folder": folder,
+                    "old": stored["uidvalidity"], "new": state.uidvalidity})
+            since = horizon(account.since, self.settings.imap_first_sync_days,
+                            datetime.now(UTC))
+            uids = await session.uids_since(since) if since is not None else []
+            await self._read(session, state, uids)
+            await svc.save_position(account.id, folder, uidvalidity=state.uidvalidity,
+                                    uidnext=max(state.uidnext or 1, (max(uids) + 1) if uids
+                                                else 1),
+                                    highestmodseq=state.highestmodseq, keep_higher=True)
+        else:
+            first = stored["uidnext"] or 1
+            await self._read(session, state, await session.uids_from(first))
+        self.status.last_sync_at = datetime.now(UTC)
+        self.status.position = await svc.public_position(account.id, folder)
+
+    async def _read(self, session: ImapSession, state: FolderState, uids: list[int]) -> None:
+        svc = self.sync_service
+        batch = self.settings.imap_fetch_batch
+        todo = [uid for uid in sorted(uids)
+                if not await svc.known_uid(self.account.id, self.folder, state.uidvalidity, uid)]
+        for start in range(0, len(todo), batch):
+            for message in sorted(await session.fetch(todo[start:start + batch]),
+                                  key=lambda m: m.uid):
+                result = await svc.ingest_imap(self.account, self.folder, state, message)
+                if result.duplicate:
+                    self.status.duplicates += 1
+                    continue
+                self.status.ingested += 1
+                await self._after_ingest(session, message.uid)
+
+    async def _after_ingest(self, session: ImapSession, uid: int) -> None:
+        account = self.account
+        flags = (["\\Seen"] if account.mark_seen else []) + ([account.flag] if account.flag
+                                                              else [])
+        if flags:
+            await session.add_flags(uid, flags)
+        if account.move_to:
+            await session.move(uid, account.move_to)

@@ -1,0 +1,164 @@
+"""mailbox-sync against a real Dovecot: IDLE and polling, reconnects, restarts, a changed
+UIDVALIDITY, flag and move after ingest, the first-sync horizon, a refused login."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+from mailbox_sync_testkit import USER, Dovecot, Harness, mail
+
+from postroom_testing.procs import until
+
+
+async def test_appended_mail_reaches_mail_received_within_two_seconds_with_idle(
+        harness: Harness, dovecot: Dovecot) -> None:
+    await harness.start()
+    await harness.add_account(dovecot)
+    await harness.watching(state="idle")
+    raw = mail(subject="Where is order 4711?")
+    started = time.monotonic()
+    dovecot.append(raw)
+    [event] = await harness.wait_received(1, within=2.0)
+    assert time.monotonic() - started < 2.0
+    assert event["source"] == "imap"
+    assert event["tenant"] == "acme" and event["mailbox"] == "support"
+    assert event["actions"] == ["extract", "classify", "reply"]
+    assert event["recipients"] == [USER]
+    assert event["envelope_from"] == "ann@customer.example"
+    assert event["subject"] == "Where is order 4711?"
+    assert harness.runtime is not None and harness.runtime.blobs is not None
+    assert await harness.runtime.blobs.get(_ref(event)) == raw  # claim check: the raw MIME
+    status = await harness.account()
+    [folder] = status["status"]["folders"]
+    assert folder["mode"] == "idle" and folder["ingested"] == 1
+    assert folder["position"]["uidvalidity"] == dovecot.uidvalidity()
+    assert folder["position"]["uidnext"] == 2
+
+
+async def test_polling_where_idle_is_off(harness: Harness, dovecot: Dovecot) -> None:
+    await harness.start(imap_idle=False, email_check_interval=0.3)
+    await harness.add_account(dovecot)
+    await harness.watching(state="polling")
+    dovecot.append(mail(subject="one"))
+    dovecot.append(mail(subject="two"))
+    events = await harness.wait_received(2, within=5.0)
+    assert [e["subject"] for e in events] == ["one", "two"]
+    assert (await harness.account())["status"]["folders"][0]["mode"] == "poll"
+
+
+def _ref(event: dict) -> object:
+    from postroom_contracts import BlobRef
+
+    return BlobRef.model_validate(event["raw"])
+
+
+async def _synced(harness: Harness, ingested: int, reconnects: int = 0) -> dict:
+    async def done() -> dict | None:
+        folder = (await harness.account())["status"]["folders"][0]
+        return folder if (folder["ingested"] + folder["duplicates"] >= ingested
+                          and folder["reconnects"] >= reconnects
+                          and folder["state"] == "idle") else None
+
+    return await until(done, 20, what=f"{ingested} mails read after {reconnects} reconnects")
+
+
+async def test_kicked_connection_and_restarted_dovecot_lose_nothing_and_repeat_nothing(
+        harness: Harness, dovecot: Dovecot) -> None:
+    await harness.start()
+    await harness.add_account(dovecot)
+    await harness.watching()
+    dovecot.append(mail(subject="before kick"))
+    await harness.wait_received(1)
+
+    dovecot.kick()  # the server closes the connection; mail arrives while we are away
+    dovecot.append(mail(subject="during kick"))
+    await harness.wait_received(2)
+    await _synced(harness, 2, reconnects=1)
+
+    await asyncio.to_thread(dovecot.stop)
+    await until(lambda: _state(harness, "error"), 10, what="the lost server noticed")
+    dovecot.start()
+    dovecot.append(mail(subject="after restart"))
+    events = await harness.wait_received(3)
+    await _synced(harness, 3, reconnects=2)
+    assert [e["subject"] for e in await harness.received()] == [
+        "before kick", "during kick", "after restart"]
+    assert len({e["mail_key"] for e in events}) == 3
+
+
+async def _state(harness: Harness, state: str) -> bool:
+    folders = (await harness.account())["status"]["folders"]
+    return bool(folders) and folders[0]["state"] == state
+
+
+async def test_changed_uidvalidity_reindexes_without_publishing_old_mail_twice(
+        harness: Harness, dovecot: Dovecot) -> None:
+    dovecot.create("Support")
+    await harness.start(imap_first_sync_days=30)
+    await harness.add_account(dovecot, folders=["Support"])
+    await harness.watching()
+    old = [mail(subject=f"old {i}") for i in range(3)]
+    for raw in old:
+        dovecot.append(raw, "Support")
+    await harness.wait_received(3)
+    validity = dovecot.uidvalidity("Support")
+
+    dovecot.delete("Support")  # the mailbox is rebuilt: new UIDVALIDITY, the same mails
+    dovecot.create("Support")
+    for raw in old:
+        dovecot.append(raw, "Support")
+    dovecot.append(mail(subject="new after rebuild"), "Support")
+    assert dovecot.uidvalidity("Support") != validity
+
+    await harness.wait_received(4)
+    folder = await _synced(harness, 3 + 4)
+    assert [e["subject"] for e in await harness.received()] == [
+        "old 0", "old 1", "old 2", "new after rebuild"]
+    assert folder["duplicates"] == 3
+    assert folder["position"]["uidvalidity"] == dovecot.uidvalidity("Support")
+
+
+async def test_flag_and_move_after_ingest(harness: Harness, dovecot: Dovecot) -> None:
+    dovecot.create("Processed")
+    await harness.start()
+    await harness.add_account(dovecot, mark_seen=True, flag="$Postroom", move_to="Processed")
+    await harness.watching()
+    dovecot.append(mail(subject="move me"))
+    await harness.wait_received(1)
+    moved = await until(lambda: dovecot.messages("Processed"), 10, what="the mail moved")
+    [(_, flags)] = moved
+    assert b"\\Seen" in flags and b"$Postroom" in flags
+    assert dovecot.messages("INBOX") == []
+
+
+async def test_first_sync_horizon(harness: Harness, dovecot: Dovecot) -> None:
+    now = datetime.now(UTC)
+    dovecot.append(mail(subject="ancient"), when=now - timedelta(days=40))
+    dovecot.append(mail(subject="recent"), when=now - timedelta(days=2))
+    await harness.start()
+    await harness.add_account(dovecot, since=(now - timedelta(days=10)).date().isoformat())
+    await harness.watching()
+    await harness.wait_received(1)
+    dovecot.append(mail(subject="new"))
+    await harness.wait_received(2)
+    await _synced(harness, 2)
+    assert [e["subject"] for e in await harness.received()] == ["recent", "new"]
+
+
+async def test_wrong_password_is_a_clear_status_error(harness: Harness, dovecot: Dovecot
+                                                      ) -> None:
+    await harness.start()
+    await harness.add_account(dovecot, password="wrong")
+
+    async def refused() -> dict | None:
+        status = (await harness.account())["status"]
+        return status if status["state"] == "error" and status["last_error"] else None
+
+    status = await until(refused, 15, what="the login refused")
+    assert "authentication failed" in status["last_error"].lower()
+    async with harness.http as client:
+        ready = (await client.get("/health/ready")).json()
+    assert ready["details"]["accounts"]["support"]["state"] == "error"
+    assert "password" not in str(ready) or "wrong" not in str(ready)
