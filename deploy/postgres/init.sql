@@ -6,3 +6,4 @@ CREATE DATABASE transcriber OWNER postroom;
 CREATE DATABASE mailer OWNER postroom;
 CREATE DATABASE classifier OWNER postroom;
 CREATE DATABASE console OWNER postroom;
+CREATE DATABASE mailbox_sync OWNER postroom;
