@@ -230,12 +230,10 @@ class Harness:
         if self.nc is None:
             self.nc = await nats.connect(self.nats_url)
             self.js = self.nc.jetstream()
+            await seed_tenants(self.js, [ACME], overwrite=True)  # as `postroom up` does first
         self.runtime = build_runtime(self.settings(**overrides), registry=CollectorRegistry(),
                                      configure_logging=False)
         await self.runtime.start()
-        await seed_tenants(self.js, [ACME], overwrite=True)
-        assert self.runtime.ingestor.registry is not None
-        await self.runtime.ingestor.registry.reload()
         return self.runtime
 
     async def stop(self) -> None:
