@@ -4,6 +4,9 @@ UIDVALIDITY, flag and move after ingest, the first-sync horizon, a refused login
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -162,3 +165,27 @@ async def test_wrong_password_is_a_clear_status_error(harness: Harness, dovecot:
         ready = (await client.get("/health/ready")).json()
     assert ready["details"]["accounts"]["support"]["state"] == "error"
     assert "password" not in str(ready) or "wrong" not in str(ready)
+
+
+async def test_hung_idle_is_noticed_by_the_watchdog_and_nothing_is_lost(
+        harness: Harness, dovecot: Dovecot) -> None:
+    await harness.start(imap_watchdog_seconds=1.0, imap_timeout_seconds=1.5)
+    await harness.add_account(dovecot)
+    await harness.watching()
+    frozen = dovecot.imap_processes()
+    assert frozen, "no imap process serves the account"
+    for pid in frozen:  # the server stops answering, the TCP connection stays open
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        await until(lambda: _state(harness, "error"), 10, what="the hung connection noticed")
+        noticed = time.monotonic() - started
+        assert noticed < 1.0 + 1.5 + 2.0  # watchdog + command timeout (+ a busy machine)
+        dovecot.append(mail(subject="while hung"))
+        [event] = await harness.wait_received(1, within=10)
+        assert event["subject"] == "while hung"
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)

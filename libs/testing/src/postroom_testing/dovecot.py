@@ -98,6 +98,18 @@ service imap {{
                                text=True, check=False).stdout
         return [int(pid) for pid in found.split()]
 
+    def imap_processes(self) -> list[int]:
+        """Pids of the server's imap processes (one per logged-in connection)."""
+        out = []
+        for pid in self._children():
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if command.split(b"\0")[0].split(b" ")[0].endswith(b"/imap"):
+                out.append(pid)
+        return out
+
     def stop(self) -> None:
         """Stop the server and every process it started: its clients' connections drop (an
         imap process would otherwise outlive its master and keep serving)."""

@@ -189,7 +189,7 @@ def parse_select(lines: list[bytes | bytearray]) -> FolderState:
     text = _line_text(lines)
 
     def number(pattern: str) -> int | None:
-        match = re.search(pattern, text, re.IGNORECASE)
+        match = re.search(pattern, text, re.IGNORECASE | re.MULTILINE)
         return int(match.group(1)) if match else None
 
     uidvalidity = number(r"\[UIDVALIDITY (\d+)\]")
