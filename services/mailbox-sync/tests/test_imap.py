@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import threading
 import time
+import urllib.parse
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+import trustme
 from mailbox_sync_testkit import USER, Dovecot, Harness, mail
 
 from postroom_testing.procs import until
@@ -189,3 +196,82 @@ async def test_hung_idle_is_noticed_by_the_watchdog_and_nothing_is_lost(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 os.kill(pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def tls_dovecot() -> Iterator[Dovecot]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    server = Dovecot(Dovecot.make_root(), tls=(
+        b"".join(blob.bytes() for blob in cert.cert_chain_pems), cert.private_key_pem.bytes()))
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+async def test_starttls_and_implicit_tls(harness: Harness, tls_dovecot: Dovecot,
+                                         security: str) -> None:
+    await harness.start()
+    port = tls_dovecot.tls_port if security == "ssl" else tls_dovecot.port
+    await harness.add_account(tls_dovecot, security=security, port=port, tls_verify=False)
+    await harness.watching()
+    tls_dovecot.append(mail(subject=f"over {security}"))
+    [event] = await harness.wait_received(1)
+    assert event["subject"] == f"over {security}" and event["tls"] is True
+    assert "TLS" in tls_dovecot.log() or "secured" in tls_dovecot.log()
+
+
+class Introspection(BaseHTTPRequestHandler):
+    """RFC 7662 token introspection as an OAuth2 server answers Dovecot's oauth2 passdb."""
+
+    good_token = "ya29.good-access-token"
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+        active = form.get("token") == [self.good_token]
+        body = json.dumps({"active": active, **({"username": USER} if active else {})})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def oauth_dovecot() -> Iterator[Dovecot]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Introspection)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/introspect"
+    dovecot = Dovecot(Dovecot.make_root(), oauth2_introspection_url=url)
+    try:
+        yield dovecot.start()
+    finally:
+        dovecot.cleanup()
+        server.shutdown()
+
+
+async def test_xoauth2_login(harness: Harness, oauth_dovecot: Dovecot) -> None:
+    await harness.start()
+    body = {"password": None, "oauth_token": Introspection.good_token}
+    await harness.add_account(oauth_dovecot, **body)
+    await harness.watching()
+    oauth_dovecot.append(mail(subject="via xoauth2"))
+    [event] = await harness.wait_received(1)
+    assert event["subject"] == "via xoauth2"
+
+    await harness.add_account(oauth_dovecot, id="expired", password=None,
+                              oauth_token="ya29.expired-token")
+
+    async def refused() -> dict | None:
+        status = (await harness.account("expired"))["status"]
+        return status if status["state"] == "error" and status["last_error"] else None
+
+    status = await until(refused, 15, what="the expired token refused")
+    assert "authentication failed" in status["last_error"].lower()

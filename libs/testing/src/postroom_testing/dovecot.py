@@ -31,15 +31,40 @@ USER, PASSWORD = "support@acme.example", "s3cret-pass"
 class Dovecot:
     """``dovecot -F`` with its own config, passwd-file users and Maildir store under ``root``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, tls: tuple[bytes, bytes] | None = None,
+                 oauth2_introspection_url: str | None = None) -> None:
+        """``tls``: (certificate chain PEM, key PEM) offers STARTTLS on ``port`` and implicit
+        TLS on ``tls_port``; ``oauth2_introspection_url``: XOAUTH2 logins, their tokens checked
+        at that URL (RFC 7662 introspection, ``{"active": true, "username": ...}``)."""
         self.root = root
         self.port = free_port()
+        self.tls_port = free_port() if tls is not None else 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.config = root / "dovecot.conf"
         for sub in ("run", "state", "mail"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         shutil.chown(root / "mail", "nobody", "nogroup")
         (root / "users").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
+        ssl = "ssl = no"
+        if tls is not None:
+            (root / "cert.pem").write_bytes(tls[0])
+            (root / "key.pem").write_bytes(tls[1])
+            (root / "key.pem").chmod(0o600)
+            ssl = f"ssl = yes\nssl_cert = <{root}/cert.pem\nssl_key = <{root}/key.pem"
+        mechanisms = "plain login"
+        oauth = ""
+        if oauth2_introspection_url is not None:
+            mechanisms += " xoauth2 oauthbearer"
+            (root / "oauth2.conf.ext").write_text(
+                f"introspection_url = {oauth2_introspection_url}\n"
+                "introspection_mode = post\nusername_attribute = username\n"
+                "active_attribute = active\nactive_value = true\n")
+            oauth = f"""passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {root}/oauth2.conf.ext
+}}
+"""
         self.config.write_text(f"""
 base_dir = {root}/run
 state_dir = {root}/state
@@ -47,15 +72,16 @@ instance_name = postroom-test-{self.port}
 log_path = {root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 mail_location = maildir:{root}/mail/%u
 first_valid_uid = 1
 shutdown_clients = yes
 mail_max_userip_connections = 200
-passdb {{
+{oauth}passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {root}/users
 }}
 userdb {{
@@ -68,7 +94,8 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.tls_port}
   }}
 }}
 service imap {{

@@ -12,6 +12,7 @@ aioimaplib speaks the protocol; STARTTLS, which it lacks, is done here on its tr
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import ssl
@@ -112,7 +113,7 @@ class ImapSession:
             assert context is not None
             await self._starttls(context)
         if account.auth == "xoauth2":
-            response = await self.bounded(self.proto.xoauth2(account.username, account.secret))
+            response = await self._xoauth2()
         else:
             response = await self.bounded(self.proto.login(account.username, account.secret))
         if response.result != "OK":
@@ -121,6 +122,35 @@ class ImapSession:
         self.capabilities = {c.upper() for c in self.proto.capabilities}
         if "CONDSTORE" in self.capabilities and "ENABLE" in self.capabilities:
             await self.bounded(self.proto.simple_command("ENABLE", "CONDSTORE"))
+
+    async def _xoauth2(self) -> Any:
+        """AUTHENTICATE XOAUTH2 with the initial response. A server refusing the token sends
+        a challenge (its JSON error) and waits for an empty line before its NO; aioimaplib
+        would leave that unanswered until the timeout."""
+        proto = self.proto
+        account = self.account
+        sasl = base64.b64encode(
+            f"user={account.username}\1auth=Bearer {account.secret}\1\1".encode()).decode()
+        command = aioimaplib.Command("AUTHENTICATE", proto.new_tag(), "XOAUTH2", sasl,
+                                     loop=proto.loop)
+        task = asyncio.ensure_future(proto.execute(command, scrub=account.secret))
+
+        async def answer_challenge() -> None:
+            while not task.done():
+                if any(isinstance(line, bytes) and line.startswith(b"+")
+                       for line in command.response.lines):
+                    proto.send("")
+                    return
+                await asyncio.sleep(0.01)
+
+        helper = asyncio.ensure_future(answer_challenge())
+        try:
+            response = await self.bounded(task)
+        finally:
+            helper.cancel()
+        if response.result == "OK":
+            proto.state = aioimaplib.AUTH
+        return response
 
     async def _starttls(self, context: ssl.SSLContext) -> None:
         proto = self.proto
@@ -409,10 +439,21 @@ class FolderWorker:
                 await self._after_ingest(session, message.uid)
 
     async def _after_ingest(self, session: ImapSession, uid: int) -> None:
+        """Flag and move a published mail. A refusal (no such folder, read-only mailbox) is
+        reported in the status and logged, not retried: the mail is published, and a
+        reconnect would not change the server's answer."""
         account = self.account
         flags = (["\\Seen"] if account.mark_seen else []) + ([account.flag] if account.flag
                                                               else [])
-        if flags:
-            await session.add_flags(uid, flags)
-        if account.move_to:
-            await session.move(uid, account.move_to)
+        try:
+            if flags:
+                await session.add_flags(uid, flags)
+            if account.move_to:
+                await session.move(uid, account.move_to)
+        except ImapFailure as exc:
+            if isinstance(exc, ConnectionLost):
+                raise
+            self.status.last_error = f"after ingest of UID {uid}: {exc}"[:500]
+            self.status.last_error_at = datetime.now(UTC)
+            log.warning("flag or move after ingest refused", extra={
+                "account": account.id, "folder": self.folder, "error": str(exc)})
