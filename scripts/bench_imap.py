@@ -11,7 +11,13 @@ the tenants of ``deploy/tenants.yaml`` and runs, one after the other:
 * ``poll``     the same with ``IMAP_IDLE=false`` and ``EMAIL_CHECK_INTERVAL=--poll-interval``
                (default 2 s): expect about half the interval on top;
 * ``smtp``     the baseline in the same run: ``postroom-smtp-ingress``, the time from the start
-               of the SMTP transaction (smtplib ``sendmail``) to the mail's ``mail.received``.
+               of the SMTP transaction (smtplib ``sendmail``) to the mail's ``mail.received``;
+* ``floor``    what Dovecot itself takes: a bare IDLE client (the service's own
+               ``ImapSession``, nothing stored or published), APPEND → the server's ``EXISTS``.
+
+In ``poll`` each mail is appended after a random wait of up to one poll interval, so mails
+arrive at random points of the polling cycle (without it every mail would wait a whole
+interval: it is appended right after the poll that found the previous one).
 
 Each scenario sends ``--messages`` mails (default 100) one at a time, each waited for (a
 subscriber on core NATS ``postroom.mail.received.*`` matches the event by its Message-ID);
@@ -32,6 +38,7 @@ import contextlib
 import imaplib
 import json
 import math
+import random
 import shutil
 import smtplib
 import sys
@@ -46,6 +53,8 @@ import nats
 sys.path.insert(0, str(Path(__file__).parent))
 from benchcommon import loadavg, machine_info, percentile
 
+from postroom_mailbox_sync.handlers import Account
+from postroom_mailbox_sync.imap import ImapSession
 from postroom_runtime.tenants import load_seed, seed_tenants
 from postroom_testing.dovecot import PASSWORD, USER, Dovecot
 from postroom_testing.nats import NatsServer
@@ -126,9 +135,12 @@ async def run_imap(name: str, args: argparse.Namespace, nats_url: str, dovecot: 
         imap = imaplib.IMAP4("127.0.0.1", dovecot.port, timeout=10)
         imap.login(USER, PASSWORD)
         latencies: list[float] = []
+        rng = random.Random(20261201)
         for n in range(args.warmup + args.messages):
             message_id = make_msgid(domain=f"{name}.bench.example")
             raw = raw_mail(message_id, n)
+            if name == "poll":
+                await asyncio.sleep(rng.uniform(0, args.poll_interval))
             started = time.monotonic()
             await asyncio.to_thread(imap.append, "INBOX", None, None, raw)
             arrived = await watcher.wait(message_id, args.max_seconds)
@@ -138,6 +150,35 @@ async def run_imap(name: str, args: argparse.Namespace, nats_url: str, dovecot: 
         return summary(name, latencies)
     finally:
         service.stop()
+
+
+async def run_floor(args: argparse.Namespace, dovecot: Dovecot) -> dict[str, Any]:
+    account = Account(
+        id="floor", kind="imap", origin="api", tenant="acme", mailbox="support", address=USER,
+        host="127.0.0.1", port=dovecot.port, security="none", tls_verify=True, username=USER,
+        auth="password", secret=PASSWORD, folders=("INBOX",), mode="idle", mark_seen=False,
+        flag=None, move_to=None, since=None, enabled=True)
+    session = ImapSession(account, timeout=args.max_seconds)
+    await session.open()
+    await session.select("INBOX")
+    imap = imaplib.IMAP4("127.0.0.1", dovecot.port, timeout=10)
+    imap.login(USER, PASSWORD)
+    latencies: list[float] = []
+    try:
+        for n in range(args.warmup + args.messages):
+            idle = asyncio.ensure_future(session.idle(args.max_seconds, args.max_seconds))
+            # "+ idling": the server watches the mailbox from now on
+            await asyncio.wait_for(session.proto.wait_for_idle_response(), 10)
+            started = time.monotonic()
+            await asyncio.to_thread(imap.append, "INBOX", None, None,
+                                    raw_mail(make_msgid(domain="floor.bench.example"), n))
+            reason = await idle
+            if n >= args.warmup:
+                latencies.append(time.monotonic() - started if reason == "push" else math.inf)
+    finally:
+        imap.logout()
+        await session.close()
+    return summary("floor (Dovecot IDLE push)", latencies)
 
 
 async def run_smtp(args: argparse.Namespace, nats_url: str, watcher: Watcher,
@@ -196,6 +237,7 @@ async def main() -> int:
             "poll", args, nats_server.url, dovecot, watcher, workdir,
             {"IMAP_IDLE": "false", "EMAIL_CHECK_INTERVAL": str(args.poll_interval)}))
         results.append(await run_smtp(args, nats_server.url, watcher, workdir))
+        results.append(await run_floor(args, dovecot))
         print(f"load average at end: {loadavg()}", flush=True)
     finally:
         await watcher.close()
@@ -203,9 +245,9 @@ async def main() -> int:
         nats_server.stop()
         with contextlib.suppress(OSError):
             shutil.rmtree(workdir)
-    print(f"\n{'scenario':<18} {'n':>5} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'max ms':>9}")
+    print(f"\n{'scenario':<26} {'n':>5} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'max ms':>9}")
     for r in results:
-        print(f"{r['scenario']:<18} {r['n']:>5} {r['p50']:>9.1f} {r['p95']:>9.1f} "
+        print(f"{r['scenario']:<26} {r['n']:>5} {r['p50']:>9.1f} {r['p95']:>9.1f} "
               f"{r['p99']:>9.1f} {r['max']:>9.1f}")
     info = machine_info(("aioimaplib", "nats-py"))
     print(f"\nmachine: {info['cpu_model']}, {info['cpu_cores']} cores, {info['python']}; "

@@ -243,8 +243,12 @@ class AccountService:
 
     async def public_position(self, account_id: str, folder: str) -> dict[str, Any]:
         found = await self.position(account_id, folder) or {}
-        return {k: found.get(k) for k in ("uidvalidity", "uidnext", "highestmodseq",
-                                          "history_id")}
+        public = {k: found.get(k) for k in ("uidvalidity", "uidnext", "highestmodseq",
+                                            "history_id")}
+        # the counts since the account was added (the folder's own are since this start)
+        public["ingested_total"] = found.get("ingested", 0)
+        public["duplicates_total"] = found.get("duplicates", 0)
+        return public
 
     async def save_position(self, account_id: str, folder: str, *, keep_higher: bool = False,
                             **values: Any) -> None:
