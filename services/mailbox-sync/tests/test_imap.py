@@ -45,6 +45,10 @@ async def test_appended_mail_reaches_mail_received_within_two_seconds_with_idle(
     assert folder["mode"] == "idle" and folder["ingested"] == 1
     assert folder["position"]["uidvalidity"] == dovecot.uidvalidity()
     assert folder["position"]["uidnext"] == 2
+    assert folder["position"]["highestmodseq"] is not None  # Dovecot offers CONDSTORE
+    async with harness.http as client:
+        metrics = (await client.get("/metrics")).text
+    assert 'postroom_mailbox_sync_mails_total{result="ingested",source="imap"} 1.0' in metrics
 
 
 async def test_polling_where_idle_is_off(harness: Harness, dovecot: Dovecot) -> None:

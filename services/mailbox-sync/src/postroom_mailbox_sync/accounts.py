@@ -19,8 +19,8 @@ from postroom_runtime import ServiceRuntime
 from postroom_runtime.store import utcnow
 
 from .config import MailboxSyncSettings
+from .folders import FolderWorker
 from .handlers import Account, AccountIn, FolderState
-from .imap import FolderWorker
 from .ingest import Ingested, Ingestor
 from .metrics import Metrics
 from .store import (
