@@ -279,3 +279,36 @@ async def test_xoauth2_login(harness: Harness, oauth_dovecot: Dovecot) -> None:
 
     status = await until(refused, 15, what="the expired token refused")
     assert "authentication failed" in status["last_error"].lower()
+
+
+async def test_service_restart_resumes_from_the_stored_position(harness: Harness,
+                                                               dovecot: Dovecot) -> None:
+    await harness.start()
+    await harness.add_account(dovecot)
+    await harness.watching()
+    dovecot.append(mail(subject="first"))
+    dovecot.append(mail(subject="second"))
+    await harness.wait_received(2)
+    await harness.stop()
+    dovecot.append(mail(subject="while the service was down"))
+    await harness.start()  # the same store: the account, its sealed password, its position
+    await harness.watching()
+    await harness.wait_received(3)
+    await _synced(harness, 1)
+    assert [e["subject"] for e in await harness.received()] == [
+        "first", "second", "while the service was down"]
+
+
+async def test_a_mailbox_the_tenant_lacks_is_a_status_error_and_reads_nothing(
+        harness: Harness, dovecot: Dovecot) -> None:
+    dovecot.append(mail(subject="waits for its route"))
+    await harness.start(imap_first_sync_days=1)
+    await harness.add_account(dovecot, mailbox="sales")  # acme has no mailbox 'sales'
+
+    async def refused() -> dict | None:
+        status = (await harness.account())["status"]
+        return status if status["state"] == "error" and status["last_error"] else None
+
+    status = await until(refused, 15, what="the unroutable account reported")
+    assert "no mailbox 'sales'" in status["last_error"]
+    assert await harness.received() == []
