@@ -88,3 +88,22 @@ def test_settings() -> None:
     with pytest.raises(ValidationError, match="EMAIL_ADDRESS"):
         MailboxSyncSettings(imap_host="imap.example.com")
     assert MailboxSyncSettings(imap_folder="INBOX, Support").folders == ["INBOX", "Support"]
+
+
+def test_vault_seals_and_rotates_keys(tmp_path) -> None:
+    from cryptography.fernet import Fernet
+
+    from postroom_mailbox_sync.vault import SecretUnreadable, Vault
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    token = Vault([old]).seal("imap-password")
+    assert b"imap-password" not in token
+    rotated = Vault([new, old])  # the first key encrypts, every key decrypts
+    assert rotated.open(token) == "imap-password"
+    assert Vault([new]).open(rotated.seal("x")) == "x"
+    with pytest.raises(SecretUnreadable, match="add the account again"):
+        Vault([new]).open(token)
+    generated = Vault.from_settings(None, tmp_path / "sub" / "key")
+    assert (tmp_path / "sub" / "key").stat().st_mode & 0o777 == 0o600
+    again = Vault.from_settings(None, tmp_path / "sub" / "key")  # the same key on restart
+    assert again.open(generated.seal("y")) == "y"

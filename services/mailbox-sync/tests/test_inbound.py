@@ -61,3 +61,21 @@ async def test_bad_and_stale_signatures_are_refused_as_problems(harness: Harness
     not_mime = await post(harness, b"{}", {**signed(b"{}"), "Content-Type": "application/json"})
     assert not_mime.status_code == 415
     assert await harness.received() == []
+
+
+async def test_oversized_upload_is_refused_without_content_length(harness: Harness) -> None:
+    await harness.start(mailbox_sync_inbound_secrets=f"acme={SECRET}",
+                        mailbox_sync_inbound_max_bytes=10_000)
+    raw = mail(body="x" * 20_000)
+
+    async def chunked() -> object:  # no Content-Length: the server counts as it reads
+        for start in range(0, len(raw), 4096):
+            yield raw[start:start + 4096]
+
+    assert harness.runtime is not None
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{harness.runtime.http_port}",
+                                 trust_env=False, timeout=10) as client:
+        response = await client.post("/api/v1/inbound/acme/support", content=chunked(),
+                                     headers=signed(raw))
+    assert response.status_code == 413
+    assert await harness.received() == []

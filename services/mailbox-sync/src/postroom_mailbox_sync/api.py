@@ -112,10 +112,15 @@ def add_routes(app: FastAPI, service: AccountService, ingestor: Ingestor,
         if size > settings.mailbox_sync_inbound_max_bytes:
             raise ApiProblem(413, "Too large", f"at most {settings.mailbox_sync_inbound_max_bytes}"
                              " bytes")
-        body = await request.body()
-        if len(body) > settings.mailbox_sync_inbound_max_bytes:
-            raise ApiProblem(413, "Too large", f"at most {settings.mailbox_sync_inbound_max_bytes}"
-                             " bytes")
+        chunks: list[bytes] = []
+        received = 0
+        async for chunk in request.stream():  # bounded even without Content-Length (chunked)
+            received += len(chunk)
+            if received > settings.mailbox_sync_inbound_max_bytes:
+                raise ApiProblem(413, "Too large",
+                                 f"at most {settings.mailbox_sync_inbound_max_bytes} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
         why = check_signature(secret, request.headers.get(TIMESTAMP_HEADER),
                               request.headers.get(SIGNATURE_HEADER), body, now=time.time(),
                               tolerance=settings.mailbox_sync_inbound_tolerance_seconds)
