@@ -77,6 +77,11 @@ class MailboxSyncSettings(RuntimeSettings):
         default=45.0, gt=0,
         description="Silence in IDLE after which the connection is probed (DONE + NOOP): a "
         "hung connection is noticed within this plus IMAP_TIMEOUT_SECONDS")
+    imap_refresh_seconds: float = Field(
+        default=1800.0, gt=0,
+        description="A watched folder's connection is closed and opened again this often: "
+        "a server that kept a stale view of the folder (recreated while selected) shows the "
+        "truth to a new session")
     imap_timeout_seconds: float = Field(
         default=15.0, gt=0, description="Connect, greeting, login and every command")
     imap_backoff_base_seconds: float = Field(default=1.0, gt=0)

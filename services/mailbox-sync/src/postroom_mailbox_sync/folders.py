@@ -99,7 +99,8 @@ class FolderWorker:
                 if self.account.mode == "idle" and not use_idle:
                     log.warning("IDLE unavailable: polling",
                                 extra={"account": self.account.id, "folder": self.folder})
-                while True:
+                refresh_at = time.monotonic() + s.imap_refresh_seconds
+                while time.monotonic() < refresh_at:
                     if use_idle:
                         self.status.state = "idle"
                         reason = await session.idle(s.imap_idle_renew_seconds,
@@ -112,7 +113,14 @@ class FolderWorker:
                             await session.bounded(self.wake.wait(),
                                                   timeout=s.email_check_interval)
                         await session.noop()
+                    if not await session.still_valid(self.folder):
+                        await session.select(self.folder)  # sync() then re-indexes it
                     await self.sync(session)
+                # a fresh connection now and then: a server that kept a stale view of the
+                # folder (recreated while selected) shows the truth to a new session
+                await session.close()
+                metrics.refreshes.inc()
+                continue
             except asyncio.CancelledError:
                 await session.close()
                 raise

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import re
 import ssl
 import time
 from collections.abc import Awaitable
@@ -173,6 +174,20 @@ class ImapSession:
             raise ImapFailure(f"SELECT {folder}: {is_auth_failure(response.lines)}")
         self.selected = parse_select(response.lines)
         return self.selected
+
+    async def still_valid(self, folder: str) -> bool:
+        """STATUS of the selected folder: False when its UIDVALIDITY is no longer the one
+        SELECT gave (the folder was deleted and created again, or restored, while selected:
+        not every server tells a client that sits in it); a folder that is gone is an
+        ``ImapFailure``."""
+        assert self.selected is not None
+        response = await self.bounded(self.proto.simple_command(
+            "STATUS", _quoted(folder), "(UIDVALIDITY)"))
+        if response.result != "OK":
+            raise ImapFailure(f"STATUS {folder}: {is_auth_failure(response.lines)}")
+        match = re.search(rb"UIDVALIDITY (\d+)", b" ".join(
+            bytes(line) for line in response.lines if isinstance(line, bytes)))
+        return match is None or int(match.group(1)) == self.selected.uidvalidity
 
     async def _search(self, *criteria: str) -> list[int]:
         response = await self.bounded(self.proto.search(*criteria, charset=None, by_uid=True))

@@ -22,6 +22,10 @@ class Metrics:
         self.idle_cycles = Counter(
             "postroom_mailbox_sync_imap_idle_cycles",
             "IDLE commands ended, by why (push, renew, probe)", ["reason"], registry=registry)
+        self.refreshes = Counter(
+            "postroom_mailbox_sync_imap_refreshes",
+            "Connections ended on purpose after IMAP_REFRESH_SECONDS and opened again",
+            registry=registry)
         self.folders = Gauge(
             "postroom_mailbox_sync_folders", "Watched folders by state", ["state"],
             registry=registry)
