@@ -78,6 +78,14 @@ def test_account_validation() -> None:
                     username="u@x", oauth_token="t")
 
 
+def test_empty_variables_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("IMAP_HOST", "IMAP_PORT", "EMAIL_ADDRESS", "EMAIL_PASSWORD",
+                 "MAILBOX_SYNC_TENANT", "MAILBOX_SYNC_SECRET_KEY", "MAILBOX_SYNC_PUBLIC_URL"):
+        monkeypatch.setenv(name, "")  # as docker-compose passes `${IMAP_PORT:-}`
+    settings = MailboxSyncSettings()
+    assert settings.imap_port is None and settings.imap_host is None
+
+
 def test_settings() -> None:
     assert parse_secrets("acme/support=s1, globex=s2") == {
         ("acme", "support"): "s1", ("globex", "*"): "s2"}

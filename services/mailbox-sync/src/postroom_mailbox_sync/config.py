@@ -115,6 +115,13 @@ class MailboxSyncSettings(RuntimeSettings):
         description="This service's URL as a provider reaches it: provider accounts ask the "
         "provider to watch and push to <URL>/api/v1/push/<account id>")
 
+    @field_validator("imap_port", "imap_host", "email_address", "email_password",
+                     "mailbox_sync_tenant", "mailbox_sync_public_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # compose passes `${IMAP_PORT:-}`: an empty variable means "not set"
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("imap_idle_renew_seconds")
     @classmethod
     def _renew_before_limit(cls, value: float) -> float:
