@@ -5,5 +5,6 @@ CREATE DATABASE attachment_extractor OWNER postroom;
 CREATE DATABASE transcriber OWNER postroom;
 CREATE DATABASE mailer OWNER postroom;
 CREATE DATABASE classifier OWNER postroom;
+CREATE DATABASE ai_responder OWNER postroom;
 CREATE DATABASE console OWNER postroom;
 CREATE DATABASE mailbox_sync OWNER postroom;

@@ -197,14 +197,16 @@ def test_one_trace_from_smtp_data_through_the_extractor(start_stack, otlp: OtlpR
     extractor_spans = wait_until(traced, timeout=30, interval=0.2)
     trace_id = extractor_spans[0]["trace_id"]
     # every consumer of the mail's events joins the trace: the transcriber receives its
-    # mail.parsed too (and leaves it alone: no route), and the classifier labels it
-    consumers = {"transcriber", "classifier"}
+    # mail.parsed too (and leaves it alone: no route), the classifier labels it, and
+    # ai-responder reads its mail.received and mail.classified (orders: no `reply`, nothing)
+    consumers = {"transcriber", "classifier", "ai-responder"}
     wait_until(lambda: consumers <= {s["service"] for s in otlp.snapshot()
                                      if s["trace_id"] == trace_id}, timeout=30, interval=0.2)
     services = {s["service"] for s in otlp.snapshot() if s["trace_id"] == trace_id}
     # the services that published or consumed this mail's events (no other service may
     # claim a span of it)
-    assert services == {"smtp-ingress", "attachment-extractor", "transcriber", "classifier"}
+    assert services == {"smtp-ingress", "attachment-extractor", "transcriber", "classifier",
+                        "ai-responder"}
     assert any("mail.received" in s["name"] for s in extractor_spans)
     # the verification after the 250 is part of the same trace, and its verdict is published
     wait_until(lambda: any(s["name"] == "mail authentication" and s["trace_id"] == trace_id

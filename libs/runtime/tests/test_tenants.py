@@ -105,3 +105,28 @@ async def test_a_user_domain_claimed_twice_is_nobodys(
     await put_tenant(js, Tenant(slug="globex", domains=["acme.example"]))
     await until(lambda: registry.get("globex") is not None)
     assert registry.user_domain_owner("acme.example") is None
+
+
+async def test_an_invalid_record_hides_no_other_tenant_and_keeps_its_last_valid_version(
+    js: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="postroom_runtime.tenants")
+    kv = await tenants_bucket(js)
+    await put_tenant(js, tenant("acme", "acme.example"))
+    await kv.put("broken", b'{"slug":"broken","domains":"not a list"}')
+    # a service starting now still knows every valid tenant
+    assert [t.slug for t in await list_tenants(js)] == ["acme"]
+    view = TenantRegistry(js, resync_seconds=30)
+    await view.start()
+    try:
+        assert view.get("acme") is not None and view.get("broken") is None
+        # acme's record is overwritten with something invalid: acme as it was stays in force,
+        # through the live watch and through a full reload
+        await kv.put("acme", b'{"slug":"acme","domains":42}')
+        await until(lambda: any(getattr(r, "tenant", None) == "acme" for r in caplog.records))
+        await view.reload()
+        acme = view.get("acme")
+        assert acme is not None and acme.user_domains == ["acme.example"]
+    finally:
+        await view.stop()
+    assert {getattr(r, "tenant", None) for r in caplog.records} >= {"acme", "broken"}

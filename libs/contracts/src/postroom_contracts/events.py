@@ -541,20 +541,91 @@ class MailLabelCorrected(Event):
         "from; None: not known to the console")
 
 
+ReplyBackend = Literal["local", "ai-core", "openai"]
+ReplyStatus = Literal["pending", "held", "auto"]
+
+
+class ReplySource(BaseModel):
+    """What a drafted reply was grounded in: a message of the thread or a passage of the
+    tenant's knowledge base, as it was given to the model."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kind: Literal["thread", "knowledge"]
+    ref: str = Field(description="'thread': the Message-ID; 'knowledge': the passage's id")
+    title: str = Field(default="", description="Subject of the message or title of the passage")
+
+
 class ReplyDrafted(Event):
-    """Draft: an AI reply was drafted for a mail."""
+    """An AI reply to a mail was drafted (ai-responder). ``status`` says what happens next:
+    'pending' waits for a person's decision (reply.reviewed); 'held' was flagged by a
+    guardrail (``held_reasons``) and a person must review it before it may be sent; 'auto'
+    was sent at once (the tenant's policy is auto-send: delivery.requested follows).
+
+    The recipients come from the mail's headers and the tenant's policy, never from the
+    model's output. ``reply_id`` is derived from the tenant and the mail's key: one reply per
+    mail, whatever is redelivered."""
 
     event_type: ClassVar[str] = "reply.drafted"
     schema_version: ClassVar[int] = 1
-    draft: ClassVar[bool] = True
 
-    reply_id: str
-    to: list[str]
+    reply_id: str = Field(
+        min_length=8, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
+        description="Deterministic id of the reply (postroom_contracts.reply_id_for)")
+    mailbox: str = Field(description="The tenant's mailbox the mail reached, e.g. 'support'")
+    to: list[str] = Field(min_length=1, description="Recipients: the mail's Reply-To or From")
+    from_address: str | None = Field(default=None, description="From of the reply")
     subject: str
-    body_text: str
+    body_text: str = Field(description="The reply as sent: the template around the draft")
     body_html: str | None = None
-    in_reply_to: str | None = None
-    model: str
+    draft_text: str = Field(default="", description="The model's text alone (what a person "
+                            "edits; body_text is the template rendered around it)")
+    in_reply_to: str | None = Field(default=None, description="Message-ID of the mail answered")
+    references: list[str] = Field(default_factory=list, description="The thread's Message-IDs")
+    language: str = Field(description="Language of the reply, e.g. 'en', 'fr', 'de'")
+    model: str = Field(description="Model that wrote the draft")
+    backend: ReplyBackend
+    prompt_version: str = Field(description="Version of the prompt template used")
+    sources: list[ReplySource] = Field(default_factory=list)
+    status: ReplyStatus
+    held_reasons: list[str] = Field(
+        default_factory=list, description="Why a guardrail held it ('held'), in words")
+    prompt_tokens: int | None = Field(default=None, ge=0, description="None: not reported")
+    completion_tokens: int | None = Field(default=None, ge=0, description="None: not reported")
+    latency_ms: float = Field(ge=0, description="Time the backend took to answer")
+    email_id: str | None = Field(default=None, description="Message-ID of the mail answered")
+
+
+class ReplyReviewed(Event):
+    """A person decided on a drafted reply (published by the console, and by ai-responder's
+    own review API): 'approved' sends it (with ``body_text`` when the person edited the
+    draft's text), 'rejected' never sends it. The first decision on a reply is final."""
+
+    event_type: ClassVar[str] = "reply.reviewed"
+    schema_version: ClassVar[int] = 1
+
+    reply_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    decision: Literal["approved", "rejected"]
+    reviewed_by: str = Field(min_length=1, description="Who decided: the API key's name")
+    body_text: str | None = Field(
+        default=None, description="The draft's text as edited by the person (the template is "
+        "rendered around it again); None: sent as drafted")
+    reason: str | None = Field(default=None, description="Why (a rejection's reason)")
+
+
+class ReplySkipped(Event):
+    """ai-responder decided not to draft a reply to a mail that asked for one (its mailbox
+    lists 'reply')."""
+
+    event_type: ClassVar[str] = "reply.skipped"
+    schema_version: ClassVar[int] = 1
+
+    reason: str = Field(
+        description="'loop-guard' (automated mail, list, bounce, our own mail), 'rate-limit', "
+        "'sender-blocked', 'sender-not-allowed', 'policy' (no reply policy or its labels do not "
+        "include the mail's), 'guardrail' (forbidden topic)")
+    detail: str = Field(default="", description="What exactly, in words (no addresses)")
+    reply_id: str | None = Field(default=None, description="The reply it would have been")
 
 
 class DeliveryRequested(Event):
@@ -660,6 +731,8 @@ CATALOGUE: tuple[type[Event], ...] = (
     MailClassified,
     MailLabelCorrected,
     ReplyDrafted,
+    ReplyReviewed,
+    ReplySkipped,
     DeliveryRequested,
     DeliverySent,
     DeliveryFailed,

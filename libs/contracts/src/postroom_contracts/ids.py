@@ -45,6 +45,11 @@ def derive_event_id(cause: str, event_type: str, part: str = "") -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, f"{cause}/{event_type}/{part}"))
 
 
+def reply_id_for(tenant: str, mail_key: str) -> str:
+    """The id of the AI reply to a mail (one per mail): ``r`` and 31 hex digits of SHA-256."""
+    return "r" + hashlib.sha256(f"reply\n{tenant}\n{mail_key}".encode()).hexdigest()[:31]
+
+
 def synthetic_message_id(
     from_addr: str, to_addr: str, subject: str, date: str, body_sha256: str = ""
 ) -> str:

@@ -18,6 +18,7 @@ fixed list of addresses.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from enum import StrEnum
 from typing import Literal
@@ -70,12 +71,109 @@ class Action(StrEnum):
     FORWARD = "forward"
 
 
+class KnowledgePassage(BaseModel):
+    """One passage of a tenant's knowledge base: what a drafted reply may rely on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    title: str = ""
+    text: str = Field(min_length=1)
+
+
+class RateLimit(BaseModel):
+    """A token bucket: ``burst`` replies at once, refilled at ``per_hour``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_hour: int = Field(ge=0, description="Replies per hour (0: none)")
+    burst: int = Field(default=1, ge=1, description="Replies allowed at once")
+
+
+class ReplyLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sender: RateLimit = Field(default_factory=lambda: RateLimit(per_hour=5, burst=3),
+                              description="Per sender address")
+    thread: RateLimit = Field(default_factory=lambda: RateLimit(per_hour=3, burst=2),
+                              description="Per thread (the first Message-ID of References)")
+    tenant: RateLimit = Field(default_factory=lambda: RateLimit(per_hour=200, burst=20),
+                              description="For the whole tenant")
+
+
+REPLY_LANGUAGE_PATTERN = r"^(?:auto|[a-z]{2})$"
+
+
+class ReplyPolicy(BaseModel):
+    """How ai-responder answers a tenant's mail (``Tenant.reply``), overridden per mailbox
+    (``MailboxRoute.reply``: the fields it sets replace the tenant's). A mailbox gets replies
+    only when its actions list ``reply`` and a policy applies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    labels: list[str] = Field(
+        default_factory=lambda: ["support"],
+        description="Classification labels that get a reply (mail.classified)")
+    mode: Literal["draft", "auto"] = Field(
+        default="draft", description="'draft': a person approves every reply in the console; "
+        "'auto': sent at once unless a guardrail holds it")
+    language: str = Field(default="auto", pattern=REPLY_LANGUAGE_PATTERN,
+                          description="'auto': the sender's language; else 'en', 'fr', 'de'")
+    template: str = Field(default="standard", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+                          description="Reply template (ai-responder's templates/<name>)")
+    from_address: str | None = Field(
+        default=None, description="From of replies; default <mailbox>+<slug>@<first domain>")
+    assistant_name: str = Field(default="Support", description="Signature of the reply")
+    organisation: str = Field(default="", description="Under the signature; default the "
+                              "tenant's name")
+    disclaimer: dict[str, str] = Field(
+        default_factory=dict, description="Disclaimer under every reply, by language "
+        "('en', 'fr', 'de'); missing: the template's own")
+    knowledge: list[KnowledgePassage] = Field(default_factory=list)
+    knowledge_file: str | None = Field(
+        default=None, description="A YAML or JSON file with more passages (a list of "
+        "{id, title, text}), read by ai-responder")
+    forbidden_topics: list[str] = Field(
+        default_factory=list, description="Words or phrases: a mail about one gets no reply, "
+        "a draft mentioning one is held")
+    redact_pii: bool = Field(
+        default=False, description="Replace addresses, phone numbers, IBANs and card numbers "
+        "in the prompt by placeholders")
+    limits: ReplyLimits = Field(default_factory=ReplyLimits)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        from .events import CLASSIFICATION_LABELS
+
+        unknown = [v for v in value if v not in CLASSIFICATION_LABELS]
+        if unknown:
+            raise ValueError(f"unknown labels {unknown}; labels are "
+                             f"{', '.join(CLASSIFICATION_LABELS)}")
+        return value
+
+    @field_validator("from_address")
+    @classmethod
+    def _from(cls, value: str | None) -> str | None:
+        return None if value is None else _address(value, "reply from_address")
+
+    @model_validator(mode="after")
+    def _unique_passages(self) -> ReplyPolicy:
+        ids = [p.id for p in self.knowledge]
+        if len(set(ids)) != len(ids):
+            raise ValueError("knowledge passage ids must be unique")
+        return self
+
+
 class MailboxRoute(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     actions: list[Action] = Field(default_factory=lambda: [Action.EXTRACT])
     forward_to: list[str] = Field(default_factory=list)
     description: str = ""
+    reply: ReplyPolicy | None = Field(
+        default=None, description="This mailbox's reply policy: the fields it sets replace "
+        "the tenant's (Tenant.reply)")
 
 
 class Pbx(BaseModel):
@@ -223,6 +321,9 @@ class Tenant(BaseModel):
     )
     pbxs: list[Pbx] = Field(default_factory=list)
     voicemail: VoicemailForward | None = None
+    reply: ReplyPolicy | None = Field(
+        default=None, description="Reply policy of every mailbox that lists 'reply' "
+        "(a mailbox's own `reply` overrides fields of it)")
 
     @field_validator("domains")
     @classmethod
@@ -264,6 +365,20 @@ class Tenant(BaseModel):
             return MailboxRoute(actions=[Action.TRANSCRIBE, Action.FORWARD])
         return found or self.mailboxes.get(WILDCARD_MAILBOX)
 
+    def reply_policy(self, mailbox: str) -> ReplyPolicy | None:
+        """The reply policy for a mailbox: None when its route does not list ``reply`` or no
+        policy is set; the tenant's with the fields the mailbox's own policy sets replaced."""
+        route = self.route(mailbox)
+        if route is None or Action.REPLY not in route.actions:
+            return None
+        own, base = route.reply, self.reply
+        if own is None or base is None:
+            return own or base
+        return base.model_copy(update={f: getattr(own, f) for f in own.model_fields_set})
+
+    def reply_from_address(self, mailbox: str, policy: ReplyPolicy) -> str:
+        return policy.from_address or f"{mailbox.lower()}+{self.slug}@{self.domains[0]}"
+
     def pbx_for(self, ip: str, auth_user: str | None
                 ) -> tuple[Pbx, Literal["network", "auth"]] | None:
         """The PBX of this tenant the client is, and how it was recognised: an authenticated
@@ -276,8 +391,13 @@ class Tenant(BaseModel):
         """The KV value. The PBX fields are left out while unused, so a tenant that does not
         use them reads as before in services that do not know them yet (they refuse unknown
         fields)."""
-        unused = {f for f in ("user_domains", "pbxs", "voicemail") if not getattr(self, f)}
-        return self.model_dump_json(exclude=unused).encode()
+        unused = {f for f in ("user_domains", "pbxs", "voicemail", "reply")
+                  if not getattr(self, f)}
+        data = self.model_dump(mode="json", exclude=unused)
+        for route in data["mailboxes"].values():
+            if route.get("reply") is None:
+                route.pop("reply", None)
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
 class TenantSeed(BaseModel):

@@ -52,7 +52,10 @@ async def delete_tenant(js: JetStreamContext, slug: str) -> bool:
     return True
 
 
-async def list_tenants(js: JetStreamContext) -> list[Tenant]:
+async def list_tenants(js: JetStreamContext, invalid: set[str] | None = None) -> list[Tenant]:
+    """Every valid tenant record. A record that does not validate (written by hand, or by a
+    newer Postroom) is logged and left out, its key added to ``invalid``: one bad record
+    never hides the others."""
     kv = await tenants_bucket(js)
     try:
         keys = await kv.keys()
@@ -64,8 +67,14 @@ async def list_tenants(js: JetStreamContext) -> list[Tenant]:
             entry = await kv.get(key)
         except (KeyNotFoundError, NotFoundError):
             continue
-        if entry.value:
+        if not entry.value:
+            continue
+        try:
             out.append(Tenant.model_validate_json(entry.value))
+        except ValidationError as exc:
+            log.error("invalid tenant record ignored", extra={"tenant": key, "error": str(exc)})
+            if invalid is not None:
+                invalid.add(key)
     return out
 
 
@@ -131,7 +140,12 @@ class TenantRegistry:
         return list(self._tenants.values())
 
     async def reload(self) -> None:
-        self._tenants = {t.slug: t for t in await list_tenants(self.js)}
+        invalid: set[str] = set()
+        fresh = {t.slug: t for t in await list_tenants(self.js, invalid)}
+        for key in invalid:  # a record made invalid: the last valid version stays in force
+            if key in self._tenants:
+                fresh[key] = self._tenants[key]
+        self._tenants = fresh
         self._user_domains = None
         self.loaded.set()
 
@@ -143,7 +157,8 @@ class TenantRegistry:
         try:
             self._tenants[key] = Tenant.model_validate_json(value)
         except ValidationError as exc:
-            log.error("invalid tenant record ignored", extra={"tenant": key, "error": str(exc)})
+            log.error("invalid tenant record ignored; the last valid version stays in force",
+                      extra={"tenant": key, "error": str(exc)})
 
     async def start(self) -> None:
         await self.reload()

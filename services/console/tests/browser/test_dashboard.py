@@ -26,6 +26,7 @@ from postroom_contracts import (
     dlq_subject,
 )
 from postroom_runtime import event_headers
+from postroom_testing.procs import until
 
 ROWS = "#mail-table tbody tr[data-mail-key]"
 
@@ -370,3 +371,35 @@ async def test_an_open_list_survives_a_projection_rebuild(
     await expect(page.locator(ROWS)).to_have_count(2)
     assert sockets, "the feed reconnected after the server closed it"
     assert loads == []
+
+
+async def test_a_row_that_arrives_while_the_list_loads_is_kept(
+        console: Console, bus: Bus, page: Page) -> None:
+    """The list can be read before an event is applied while that event reaches the page
+    before the list does (after a rebuild, a filter change, a resync): the row is held until
+    the list is in, then shown, not dropped."""
+    frames: list[str] = []
+    page.on("websocket", lambda ws: ws.on(
+        "framereceived", lambda payload: frames.append(str(payload))))
+    first = await bus.mail(subject="Listed before", label="order")
+    await console.caught_up(bus)
+    await sign_in(page, console.url, ADMIN_KEY)
+    await expect(row(page, first.mail_key)).to_be_visible()
+    await expect(page.locator("#live-status")).to_have_attribute("data-state", "open")
+
+    late: list[Any] = []
+
+    async def answer_with_the_list_as_it_was(route: Any) -> None:
+        response = await route.fetch()  # read now: the new mail is not in it
+        late.append(await bus.mail(subject="Arrived during the load", label="order"))
+        await until(lambda: any(late[0].mail_key in f and "mail.classified" in f
+                                for f in frames), 30, what="the new mail's live events")
+        await route.fulfill(response=response)
+
+    await page.route(re.compile(r"/api/v1/mails\?"), answer_with_the_list_as_it_was)
+    await page.select_option("#filter-label", "order")
+    await expect(page.locator("#filter-label")).to_have_value("order")
+    await until(lambda: late, 30, what="the list request")
+    await expect(row(page, late[0].mail_key).locator(".label-badge")).to_have_text("order")
+    await expect(row(page, first.mail_key)).to_be_visible()
+    await expect(page.locator(ROWS)).to_have_count(2)

@@ -245,10 +245,12 @@ export function mount(view, { query, session, navigate, live }) {
       footer.textContent = `Could not load mails: ${err.message}`;
       toast(`Could not load mails: ${err.message}`, "error");
       loading = null;
+      flushHeld();
       return;
     } finally {
       if (loading === ctl) loading = null;
     }
+    flushHeld();
     updateFooter();
     // The sentinel may still be in view (a tall screen): keep filling.
     requestAnimationFrame(() => { if (!done && isVisible(sentinel)) loadMore(); });
@@ -293,9 +295,22 @@ export function mount(view, { query, session, navigate, live }) {
   }
 
   // ---------- live ----------
+  // Live rows that arrive while a page is being fetched wait for it: the page may have been
+  // read before their events were applied (a rebuild, a filter change), and with no rows
+  // loaded yet there is nowhere to put them. Once the page is in they are merged, newest
+  // state winning, so none is dropped and none is shown older than it is.
+  let held = [];
+  function flushHeld() {
+    const waiting = held;
+    held = [];
+    for (const mail of waiting) upsert(mail);
+  }
+
   function upsert(mail) {
     const existing = rows.get(mail.mail_key);
     if (existing) {
+      const have = Number(existing.mail.sequence);
+      if (Number(mail.sequence) < have) return; // an older snapshot than the row shows
       const merged = { ...existing.mail, ...mail };
       const tr = renderRow(merged);
       tr.classList.add("updated");
@@ -329,7 +344,9 @@ export function mount(view, { query, session, navigate, live }) {
   const offEvent = live.on("event", (msg) => {
     const data = msg.data || {};
     if (!data.mail_key) return;
-    upsert({ ...data, sequence: msg.sequence ?? data.sequence });
+    const mail = { ...data, sequence: msg.sequence ?? data.sequence };
+    if (loading) held.push(mail);
+    else upsert(mail);
   });
   const offResync = live.on("resync", () => reload());
   const onScroll = () => {
