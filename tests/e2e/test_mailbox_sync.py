@@ -1,6 +1,7 @@
 """A mail appended to a real Dovecot mailbox travels the same path as SMTP mail, in one trace:
 mailbox-sync (IMAP IDLE, the static account of the environment) publishes mail.received, the
-extractor parses it, the classifier labels it, and the console shows it."""
+extractor parses it, the classifier labels it, ai-responder drafts a reply with the local
+model, and the console shows it."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_mail_appended_in_dovecot_travels_in_one_trace(start_stack, otlp: OtlpRe
         OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="100",
         IMAP_HOST="127.0.0.1", IMAP_PORT=str(dovecot.port), IMAP_SSL="false",
         EMAIL_ADDRESS=USER, EMAIL_PASSWORD=PASSWORD, MAILBOX_SYNC_TENANT="acme",
-        MAILBOX_SYNC_MAILBOX="support", IMAP_FIRST_SYNC_DAYS="0")
+        MAILBOX_SYNC_MAILBOX="support", IMAP_FIRST_SYNC_DAYS="0", AI_MAX_TOKENS="16")
     sync = f"http://127.0.0.1:{stack.http_ports['mailbox-sync']}"
 
     def idle() -> bool:
@@ -67,3 +68,10 @@ def test_mail_appended_in_dovecot_travels_in_one_trace(start_stack, otlp: OtlpRe
 
     listed = wait_until(in_console, timeout=60, interval=0.2)
     assert listed["trace_id"] == trace_id
+
+    # the question gets a draft from the local model, in the same trace
+    def drafted() -> bool:
+        return any(s["service"] == "ai-responder" and "reply.drafted" in s["name"]
+                   and s["trace_id"] == trace_id for s in otlp.snapshot())
+
+    wait_until(drafted, timeout=120, interval=0.2)
