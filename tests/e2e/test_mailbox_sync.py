@@ -14,6 +14,8 @@ from e2e_stack import CONSOLE_ADMIN_KEY, OtlpReceiver, wait_until
 
 from postroom_testing.dovecot import PASSWORD, USER, Dovecot
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def dovecot() -> Iterator[Dovecot]:
