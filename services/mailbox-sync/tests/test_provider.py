@@ -123,3 +123,32 @@ async def test_too_old_history_id_gives_a_bounded_full_resync_not_a_gap(
     subjects = [e["subject"] for e in await harness.received()]
     assert subjects == ["seen before", "missed 1", "missed 2", "latest"]
     assert len(set(subjects)) == len(subjects)
+
+
+async def test_cli_adds_a_provider_account(harness: Harness, simulator: ProviderSimulator
+                                           ) -> None:
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from postroom_cli.cli import app
+
+    runtime = await harness.start()
+    url = f"http://127.0.0.1:{runtime.http_port}"
+    runner = CliRunner()
+    result = await asyncio.to_thread(runner.invoke, app, [
+        "mailboxes", "add", "--kind", "provider", "--tenant", "acme", "--mailbox", "support",
+        "--host", simulator.url, "--user", USER, "--oauth-token", "sim-token",
+        "--webhook-secret", HOOK_SECRET, "--id", "pushed", "--url", url,
+        "--token", harness.token])
+    assert result.exit_code == 0, result.output
+
+    async def pushing() -> bool:
+        folders = (await harness.account("pushed"))["status"]["folders"]
+        return bool(folders) and folders[0]["state"] == "push"
+
+    await until(pushing, 10, what="the provider account synced")
+    listed = await asyncio.to_thread(runner.invoke, app, [
+        "mailboxes", "list", "--url", url, "--token", harness.token])
+    assert "pushed" in listed.output and "push" in listed.output
+    assert "sim-token" not in listed.output

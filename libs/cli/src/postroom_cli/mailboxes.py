@@ -86,6 +86,12 @@ def add(
     since: Annotated[str | None, typer.Option(
         "--since", help="First-sync horizon, e.g. 2026-11-01.")] = None,
     account_id: Annotated[str | None, typer.Option("--id", help="Account id.")] = None,
+    kind: Annotated[str, typer.Option(
+        "--kind", help="imap, or provider (push + history API: --host is its URL, "
+                       "--oauth-token its bearer token).")] = "imap",
+    webhook_secret: Annotated[str | None, typer.Option(
+        "--webhook-secret", help="provider: the key its push notifications are signed "
+                                 "with.")] = None,
     no_verify: Annotated[bool, typer.Option(
         "--no-verify", help="Do not verify the server's certificate.")] = False,
     url: UrlOption = DEFAULT_URL,
@@ -93,14 +99,15 @@ def add(
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Add an IMAP account: mailbox-sync starts watching it at once."""
-    if password is None and oauth_token is None:
+    """Add an IMAP (or provider) account: mailbox-sync starts watching it at once."""
+    if password is None and oauth_token is None and kind == "imap":
         password = typer.prompt("password", hide_input=True)
     body = {"tenant": tenant, "mailbox": mailbox, "host": host, "port": port,
             "security": security, "username": username, "password": password,
             "oauth_token": oauth_token, "address": address, "folders": folder or ["INBOX"],
             "mode": mode, "mark_seen": mark_seen, "flag": flag, "move_to": move_to,
-            "since": since, "tls_verify": not no_verify, "id": account_id}
+            "since": since, "tls_verify": not no_verify, "id": account_id, "kind": kind,
+            "webhook_secret": webhook_secret}
     body = {k: v for k, v in body.items() if v is not None}
     created = _call("POST", url, _token(token, data_dir), "/api/v1/accounts", json=body).json()
     if as_json:
