@@ -231,7 +231,7 @@ class AccountService:
         for workers in self.workers.values():
             for worker in workers:
                 states[worker.status.state] = states.get(worker.status.state, 0) + 1
-        for state in ("connecting", "syncing", "idle", "polling", "error", "backoff"):
+        for state in ("connecting", "syncing", "idle", "polling", "error"):
             self.metrics.folders.labels(state).set(states.get(state, 0))
         return out
 
