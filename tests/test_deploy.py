@@ -70,10 +70,11 @@ def load_yaml(path: Path) -> Any:
     return docs[0]
 
 
-def run(cmd: list[str | os.PathLike[str]], **kw: Any) -> subprocess.CompletedProcess[str]:
+def run(cmd: list[str | os.PathLike[str]], timeout: float = 300,
+        **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(c) for c in cmd], capture_output=True, text=True, timeout=300, check=False, **kw
-    )
+        [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, check=False,
+        **kw)
 
 
 def venv_tool(name: str) -> Path:
@@ -550,7 +551,9 @@ def test_dockerfile_uv_steps_install_the_service(name: str, tmp_path: Path) -> N
                     shutil.copy2(src, out)
         elif keyword == "RUN" and "uv sync" in args:
             command = args[args.index("uv sync") :]
-            result = run([uv, *shlex.split(command)[1:]], cwd=context, env=env)
+            # a package built from source (llama-cpp-python) comes from uv's cache once the
+            # project's own sync built it; should the cache not have it, building takes minutes
+            result = run([uv, *shlex.split(command)[1:]], cwd=context, env=env, timeout=1200)
             assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
     assert (venv / "bin" / f"postroom-{name}").exists(), "the ENTRYPOINT script is missing"
     assert not (venv / "bin" / "pytest").exists(), "dev dependencies leaked into the image"

@@ -7,3 +7,4 @@ CREATE DATABASE mailer OWNER postroom;
 CREATE DATABASE classifier OWNER postroom;
 CREATE DATABASE ai_responder OWNER postroom;
 CREATE DATABASE console OWNER postroom;
+CREATE DATABASE mailbox_sync OWNER postroom;

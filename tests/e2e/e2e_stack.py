@@ -277,6 +277,9 @@ def start_stack(nats_server: NatsServer, service_process: Callable[..., ServiceP
         "LOG_LEVEL": "INFO",
         "CONSUMER_BACKOFF_BASE_SECONDS": "0.2",
         "CONSOLE_ADMIN_KEY": CONSOLE_ADMIN_KEY,  # read by the console only
+        # mailbox-sync's credentials key and API token (as `postroom up` keeps them)
+        "MAILBOX_SYNC_SECRET_KEY_FILE": str(data / "mailbox-sync" / "secret-key"),
+        "MAILBOX_SYNC_API_TOKEN_FILE": str(data / "mailbox-sync" / "api-token"),
         **env,
     }
     processes: dict[str, ServiceProcess] = {}

@@ -419,27 +419,3 @@ def test_smtp_address_matches_aiosmtpd_on_any_input(arg: str) -> None:
             return type(exc)
 
     assert outcome(h.smtp_address) == outcome(_aiosmtpd_getaddr)
-
-
-# --- decoded headers: the fast path for plain ASCII gives what the header class gives -------
-
-
-def _decoded_by_header_class(value: str) -> str:
-    try:
-        text = str(h._UNSTRUCTURED("subject", h._unfold(value)))
-    except Exception:
-        text = h._unfold(value)
-    return h._text(text).strip()
-
-
-@settings(max_examples=2000, deadline=None)
-@given(st.text(alphabet=st.sampled_from([*'ab "<>@.,;:()\\\t=?_\r\n', "\x00", "\x0b", "\x1f",
-                                         "\x7f", "ü"]), max_size=30))
-def test_decoded_header_fast_path_matches_the_header_class(value: str) -> None:
-    assert h._decoded({"subject": value}, "subject") == _decoded_by_header_class(value)
-
-
-def test_decoded_header_still_decodes_encoded_words() -> None:
-    raw = {"subject": "=?utf-8?q?Bestellung_M=C3=A4rz?=", "from": "Plain <a@b.example>"}
-    assert h._decoded(raw, "subject") == "Bestellung März"
-    assert h._decoded(raw, "from") == "Plain <a@b.example>"

@@ -14,6 +14,7 @@ import typer
 
 from . import classify as classify_cli
 from . import dlq, outbox, replay, tenants
+from . import mailboxes as mailboxes_cli
 from .common import DEFAULT_NATS_URL, Globals, fail, globals_of
 from .documents import documents
 from .send import send
@@ -176,3 +177,4 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(outbox.app, name="outbox")
 app.add_typer(replay.app, name="replay")
 app.add_typer(tenants.app, name="tenants")
+app.add_typer(mailboxes_cli.app, name="mailboxes")

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 Check = Callable[[], Awaitable[None]]
+Detail = Callable[[], object]
 
 
 def problem(status: int, title: str, detail: str, **extra: object) -> JSONResponse:
@@ -24,7 +25,11 @@ def build_http_app(
     checks: dict[str, Check],
     registry: CollectorRegistry = REGISTRY,
     check_timeout: float = 3.0,
+    details: dict[str, Detail] | None = None,
 ) -> FastAPI:
+    """``details``: extra facts for ``/health/ready`` by name (e.g. the state of each mailbox a
+    service reads), shown without deciding readiness."""
+    details = details if details is not None else {}
     app = FastAPI(title=f"postroom {service}", docs_url="/docs", redoc_url=None)
 
     @app.get("/health")
@@ -42,9 +47,12 @@ def build_http_app(
             except Exception as exc:
                 ok = False
                 results[name] = f"{type(exc).__name__}: {exc}"[:300] or "failed"
+        extra = {"details": {name: detail() for name, detail in details.items()}} if details \
+            else {}
         if ok:
-            return JSONResponse({"status": "ready", "service": service, "checks": results})
-        return problem(503, "Not ready", "a dependency is unavailable", checks=results)
+            return JSONResponse({"status": "ready", "service": service, "checks": results,
+                                 **extra})
+        return problem(503, "Not ready", "a dependency is unavailable", checks=results, **extra)
 
     @app.get("/metrics")
     async def metrics() -> Response:

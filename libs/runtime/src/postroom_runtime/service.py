@@ -95,9 +95,12 @@ class ServiceRuntime:
         self.checks: dict[str, Callable[[], Awaitable[None]]] = {
             "nats": self._check_nats, "store": self.store.ping, "blobs": self._check_blobs,
         }
+        # facts shown in /health/ready without deciding readiness (a service may add its own)
+        self.details: dict[str, Callable[[], object]] = {}
         self.serve_http = serve_http
         self.http: FastAPI = build_http_app(
             self.name, self.checks, metrics_registry if metrics_registry is not None else registry,
+            details=self.details,
         )
         self.policy = DeliveryPolicy(
             max_deliver=settings.consumer_max_deliver,

@@ -1,0 +1,1 @@
+"""mailbox-sync: mail from existing mailboxes (IMAP, provider push, inbound parse) into Postroom."""
