@@ -142,6 +142,12 @@ def test_up_starts_everything_prints_the_addresses_and_stops_cleanly_on_ctrl_c(
         session = httpx.get(f"{url}api/v1/session", headers={"Authorization": f"Bearer {key}"},
                             timeout=5, trust_env=False)
         assert session.json() == {"name": "admin", "tenant": None, "admin": True}
+        if "mailbox-sync" not in MISSING:
+            # the Mailboxes page reaches the stack's mailbox-sync with the token it keeps
+            mailboxes = httpx.get(f"{url}api/v1/mailboxes", timeout=10, trust_env=False,
+                                  headers={"Authorization": f"Bearer {key}"}).json()
+            assert mailboxes == {"configured": True, "reachable": True, "accounts": []}, \
+                mailboxes
     service_pids = [pid_in(up.wait_for(f"{s.name} started (pid")) for s in running]
 
     # JetStream is durable (fsync on every write) and the seed landed in the registry

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 from console_harness import ADMIN_KEY, Bus, Console, FakeMailboxSync, draft_reply, until
@@ -147,7 +148,8 @@ async def test_a_rebuild_keeps_the_replies_and_the_reviews(bus: Bus, console: Co
 
 
 async def test_mailboxes_read_from_mailbox_sync(start_console: Any,
-                                                mailbox_sync: FakeMailboxSync) -> None:
+                                                mailbox_sync: FakeMailboxSync,
+                                                tmp_path: Path) -> None:
     unconfigured = await start_console("console-plain")
     got = (await unconfigured.admin("GET", "/api/v1/mailboxes")).json()
     assert got == {"configured": False, "accounts": []}
@@ -160,6 +162,15 @@ async def test_mailboxes_read_from_mailbox_sync(start_console: Any,
     async with console.client(acme) as http:
         mine = (await http.get("/api/v1/mailboxes")).json()
     assert [a["id"] for a in mine["accounts"]] == ["acme-support"]
+    # the embedded stack's way: the token read from the file mailbox-sync keeps it in, which
+    # it may write only after the console started
+    token_file = tmp_path / "api-token"
+    from_file = await start_console("console-sync-file", CONSOLE_MAILBOX_SYNC_URL=mailbox_sync.url,
+                                    CONSOLE_MAILBOX_SYNC_TOKEN_FILE=str(token_file))
+    assert not (await from_file.admin("GET", "/api/v1/mailboxes")).json()["reachable"]
+    token_file.write_text("sync-token\n")
+    got = (await from_file.admin("GET", "/api/v1/mailboxes")).json()
+    assert got["reachable"] and len(got["accounts"]) == 2
     mailbox_sync.server.shutdown()
     mailbox_sync.server.server_close()
     down = (await console.admin("GET", "/api/v1/mailboxes")).json()

@@ -80,6 +80,8 @@ class StackConfig:
     # (embedded_env, embedded_addresses)
     console_admin_key: str = ""
     console_url: str = ""
+    # mailbox-sync's address, for the console's Mailboxes page (empty: not in this stack)
+    mailbox_sync_url: str = ""
 
     @property
     def nats_url(self) -> str:
@@ -446,7 +448,11 @@ class Stack:
             raise StackError(f"cannot keep the console's admin key in {self.cfg.data_dir}: "
                              f"{exc.strerror or exc}") from None
         port = console.http_port_from(self.cfg.http_port_base)
-        self.cfg.console_url = f"http://{probe_host({'HTTP_HOST': self.cfg.host})}:{port}/"
+        host = probe_host({'HTTP_HOST': self.cfg.host})
+        self.cfg.console_url = f"http://{host}:{port}/"
+        sync = next((s for s in services if s.name == "mailbox-sync"), None)
+        if sync is not None:
+            self.cfg.mailbox_sync_url = f"http://{host}:{sync.http_port_from(self.cfg.http_port_base)}"
 
     def _write_nats_log(self, text: str) -> None:
         if self._nats_log is not None:

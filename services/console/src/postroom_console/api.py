@@ -15,6 +15,7 @@ import time
 import urllib.parse
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -113,9 +114,11 @@ class Api:
     def __init__(self, runtime: ServiceRuntime, projector: Projector,
                  broadcaster: Broadcaster, *, ws_backlog: int,
                  mailbox_sync_url: str | None = None,
-                 mailbox_sync_token: str | None = None) -> None:
+                 mailbox_sync_token: str | None = None,
+                 mailbox_sync_token_file: str | None = None) -> None:
         self.mailbox_sync_url = mailbox_sync_url
         self.mailbox_sync_token = mailbox_sync_token
+        self.mailbox_sync_token_file = mailbox_sync_token_file
         self.runtime = runtime
         self.projector = projector
         self.broadcaster = broadcaster
@@ -456,9 +459,14 @@ class Api:
         if not self.mailbox_sync_url:
             return {"configured": False, "accounts": []}
         url = self.mailbox_sync_url.rstrip("/") + "/api/v1/accounts"
+        token = self.mailbox_sync_token
+        if not token and self.mailbox_sync_token_file:
+            # mailbox-sync writes it at its first start, maybe after the console's
+            with contextlib.suppress(OSError):
+                token = (await asyncio.to_thread(
+                    Path(self.mailbox_sync_token_file).read_text)).strip()
         try:
-            headers = ({"Authorization": f"Bearer {self.mailbox_sync_token}"}
-                       if self.mailbox_sync_token else {})
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
             async with httpx.AsyncClient(timeout=5) as http:
                 response = await http.get(url, headers=headers)
                 response.raise_for_status()

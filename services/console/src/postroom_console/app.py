@@ -103,7 +103,8 @@ def build_runtime(
     runtime.relay_for(store.outbox)  # mail.label_corrected, reply.reviewed, after commit
     api = Api(runtime, projector, broadcaster, ws_backlog=settings.console_ws_backlog,
               mailbox_sync_url=settings.console_mailbox_sync_url,
-              mailbox_sync_token=settings.console_mailbox_sync_token)
+              mailbox_sync_token=settings.console_mailbox_sync_token,
+              mailbox_sync_token_file=settings.console_mailbox_sync_token_file)
 
     async def ensure_admin_key(_: ServiceRuntime) -> None:
         if settings.console_admin_key:

@@ -52,6 +52,9 @@ class ConsoleSettings(RuntimeSettings):
     console_mailbox_sync_token: str | None = Field(
         default=None, description="Bearer token of mailbox-sync's /api/v1/accounts "
         "(its MAILBOX_SYNC_API_TOKEN)")
+    console_mailbox_sync_token_file: str | None = Field(
+        default=None, description="Without CONSOLE_MAILBOX_SYNC_TOKEN: the file mailbox-sync "
+        "keeps its token in (its MAILBOX_SYNC_API_TOKEN_FILE), read when the page asks")
     console_static_dir: str | None = Field(
         default=None, description="Folder the dashboard is served from; default: the one in "
         "the package")

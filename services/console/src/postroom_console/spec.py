@@ -14,6 +14,9 @@ SERVICE = ServiceSpec(
     projects=True,
     publishes=(MailLabelCorrected, ReplyReviewed),
     # `postroom up` keeps an admin key for its data directory and prints it in the banner
-    embedded_env={"CONSOLE_ADMIN_KEY": "{console_admin_key}"},
+    embedded_env={"CONSOLE_ADMIN_KEY": "{console_admin_key}",
+                  # the Mailboxes page: mailbox-sync of the same stack, with the token it keeps
+                  "CONSOLE_MAILBOX_SYNC_URL": "{mailbox_sync_url}",
+                  "CONSOLE_MAILBOX_SYNC_TOKEN_FILE": "{data_dir}/mailbox-sync/api-token"},
     embedded_addresses=(("Console", "{console_url}  (admin key {console_admin_key})"),),
 )
