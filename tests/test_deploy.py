@@ -809,6 +809,26 @@ def test_defaults_wire_nats_database_and_streams(chart: Any) -> None:
     assert not of_kind(docs, "PodDisruptionBudget")
 
 
+def test_the_console_reaches_mailbox_sync_when_it_is_enabled(chart: Any) -> None:
+    """The console's Mailboxes page: mailbox-sync's Service and its token from the Secret."""
+    def console_env(values: dict[str, Any]) -> dict[str, Any]:
+        console = of_kind(render(chart, values), "Deployment")["console"]
+        return container_env(console["spec"]["template"]["spec"]["containers"][0])
+
+    services = of_kind(render(chart, {}), "Service")
+    env = console_env({})
+    port = services["mailbox-sync"]["spec"]["ports"][0]["port"]
+    assert env["CONSOLE_MAILBOX_SYNC_URL"] == (
+        f"http://{services['mailbox-sync']['metadata']['name']}:{port}")
+    assert env["CONSOLE_MAILBOX_SYNC_TOKEN"]["secretKeyRef"] == {
+        "name": "postroom-mailbox-sync", "key": "api-token", "optional": True}
+    moved = {"components": {"mailbox-sync": {"ports": [
+        {"name": "http", "containerPort": 8031, "servicePort": 80}]}}}
+    assert console_env(moved)["CONSOLE_MAILBOX_SYNC_URL"].endswith(":80")
+    off = console_env({"components": {"mailbox-sync": {"enabled": False}}})
+    assert "CONSOLE_MAILBOX_SYNC_URL" not in off
+
+
 def test_production_variant_uses_the_existing_secret_and_implicit_tls(chart: Any) -> None:
     docs = render(chart, VARIANTS["production-tls"])
     assert not of_kind(docs, "Secret"), "no Secret may be created when existingSecret is set"
