@@ -80,8 +80,8 @@ class MailboxSyncSettings(RuntimeSettings):
     imap_refresh_seconds: float = Field(
         default=1800.0, gt=0,
         description="A watched folder's connection is closed and opened again this often: "
-        "a server that kept a stale view of the folder (recreated while selected) shows the "
-        "truth to a new session")
+        "a last resort for a server that keeps a stale view of a folder recreated while "
+        "selected even after the SELECT that follows every quiet IDLE cycle and every poll")
     imap_timeout_seconds: float = Field(
         default=15.0, gt=0, description="Connect, greeting, login and every command")
     imap_backoff_base_seconds: float = Field(default=1.0, gt=0)

@@ -112,12 +112,18 @@ class FolderWorker:
                         with contextlib.suppress(TimeoutError):
                             await session.bounded(self.wake.wait(),
                                                   timeout=s.email_check_interval)
-                        await session.noop()
-                    if not await session.still_valid(self.folder):
-                        await session.select(self.folder)  # sync() then re-indexes it
+                        reason = "poll"
+                    if (reason != "push" or time.monotonic() - session.selected_at
+                            >= s.imap_watchdog_seconds):
+                        # SELECT again, not STATUS or NOOP: a server may keep the session's
+                        # view of a folder deleted and created again under it (Dovecot answers
+                        # STATUS of the selected folder from that view, and pushes nothing);
+                        # a new SELECT shows the folder as it is, and sync() re-indexes it
+                        # when its UIDVALIDITY changed. A folder that is gone fails here.
+                        await session.select(self.folder)
                     await self.sync(session)
-                # a fresh connection now and then: a server that kept a stale view of the
-                # folder (recreated while selected) shows the truth to a new session
+                # a fresh connection now and then: the last resort for a server that keeps a
+                # stale view of the folder even after a new SELECT
                 await session.close()
                 metrics.refreshes.inc()
                 continue

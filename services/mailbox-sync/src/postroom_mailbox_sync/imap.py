@@ -16,7 +16,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-import re
 import ssl
 import time
 from collections.abc import Awaitable
@@ -64,6 +63,7 @@ class ImapSession:
         self.lost = asyncio.Event()
         self.client: aioimaplib.IMAP4 | None = None
         self.selected: FolderState | None = None
+        self.selected_at = 0.0  # time.monotonic() of the last SELECT
         self.capabilities: set[str] = set()
 
     @property
@@ -173,21 +173,8 @@ class ImapSession:
         if response.result != "OK":
             raise ImapFailure(f"SELECT {folder}: {is_auth_failure(response.lines)}")
         self.selected = parse_select(response.lines)
+        self.selected_at = time.monotonic()
         return self.selected
-
-    async def still_valid(self, folder: str) -> bool:
-        """STATUS of the selected folder: False when its UIDVALIDITY is no longer the one
-        SELECT gave (the folder was deleted and created again, or restored, while selected:
-        not every server tells a client that sits in it); a folder that is gone is an
-        ``ImapFailure``."""
-        assert self.selected is not None
-        response = await self.bounded(self.proto.simple_command(
-            "STATUS", _quoted(folder), "(UIDVALIDITY)"))
-        if response.result != "OK":
-            raise ImapFailure(f"STATUS {folder}: {is_auth_failure(response.lines)}")
-        match = re.search(rb"UIDVALIDITY (\d+)", b" ".join(
-            bytes(line) for line in response.lines if isinstance(line, bytes)))
-        return match is None or int(match.group(1)) == self.selected.uidvalidity
 
     async def _search(self, *criteria: str) -> list[int]:
         response = await self.bounded(self.proto.search(*criteria, charset=None, by_uid=True))
@@ -230,11 +217,6 @@ class ImapSession:
         await self.add_flags(uid, ["\\Deleted"])
         if self.has("UIDPLUS"):
             await self.bounded(self.proto.expunge(str(uid), by_uid=True))
-
-    async def noop(self) -> None:
-        response = await self.bounded(self.proto.simple_command("NOOP"))
-        if response.result != "OK":
-            raise ImapFailure(f"NOOP: {is_auth_failure(response.lines)}")
 
     async def idle(self, renew: float, watchdog: float) -> str:
         """IDLE until the server says something ('push'), ``watchdog`` seconds of silence
