@@ -133,7 +133,7 @@ class Harness:
                 out.append(json.loads(msg.data))
         return out
 
-    async def wait_received(self, count: int, within: float = 10.0) -> list[dict[str, Any]]:
+    async def wait_received(self, count: int, within: float = 30.0) -> list[dict[str, Any]]:
         async def enough() -> list[dict[str, Any]] | None:
             found = await self.received()
             return found if len(found) >= count else None

@@ -42,4 +42,4 @@ async def test_add_list_remove(harness: Harness, dovecot: Dovecot, tmp_path) -> 
     refused = await asyncio.to_thread(runner.invoke, app, [
         "mailboxes", "list", "--url", url, "--token", "wrong-token"])
     assert refused.exit_code == 1 and "401" in refused.output
-    await until(lambda: not runtime.accounts.workers, 5, what="the account's workers stopped")
+    await until(lambda: not runtime.accounts.workers, 30, what="the account's workers stopped")

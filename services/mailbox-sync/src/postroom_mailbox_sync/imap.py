@@ -90,9 +90,7 @@ class ImapSession:
             lost.cancel()
         if task in done:
             return task.result()
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        await _cancel(task)
         if lost in done:
             raise ConnectionLost("the server closed the connection")
         raise TimeoutError(f"no answer within {timeout or self.timeout:g}s")
@@ -233,8 +231,7 @@ class ImapSession:
         finally:
             ack.cancel()
         if not proto.has_pending_idle_command():
-            with contextlib.suppress(BaseException):
-                await command
+            await _cancel(command)
             raise ImapFailure("the server refused IDLE")
         started = time.monotonic()
         reason = "renew"
@@ -260,12 +257,26 @@ class ImapSession:
     async def close(self) -> None:
         if self.client is None:
             return
-        with contextlib.suppress(BaseException):
+        try:
             if not self.lost.is_set() and self.proto.state in (aioimaplib.AUTH,
                                                                aioimaplib.SELECTED):
-                await self.bounded(self.proto.logout(), timeout=2)
-        transport = self.proto.transport
-        if transport is not None:
-            transport.close()
-        for task in list(self.proto.tasks):
-            task.cancel()
+                # a polite LOGOUT, not waited for long; a cancellation of the caller (the
+                # service stopping) goes on: suppressing BaseException here once swallowed it
+                # and left the folder's worker looping after stop()
+                with contextlib.suppress(Exception):
+                    await self.bounded(self.proto.logout(), timeout=2)
+        finally:
+            transport = self.proto.transport
+            if transport is not None:
+                transport.close()
+            for task in list(self.proto.tasks):
+                task.cancel()
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait for it to end, dropping its outcome. Unlike
+    ``suppress(BaseException): await task``, a cancellation of the caller still propagates."""
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" at exit
