@@ -1,4 +1,5 @@
-"""Per-service HTTP: liveness, readiness (NATS + store + blobs), Prometheus metrics."""
+"""Per-service HTTP: liveness, readiness (NATS + store + blobs), Prometheus metrics, and the
+OpenAPI docs served by the service itself."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 Check = Callable[[], Awaitable[None]]
@@ -30,7 +33,8 @@ def build_http_app(
     """``details``: extra facts for ``/health/ready`` by name (e.g. the state of each mailbox a
     service reads), shown without deciding readiness."""
     details = details if details is not None else {}
-    app = FastAPI(title=f"postroom {service}", docs_url="/docs", redoc_url=None)
+    app = FastAPI(title=f"postroom {service}", docs_url=None, redoc_url=None)
+    add_docs(app)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -72,3 +76,27 @@ def build_http_app(
         return problem(500, "Internal error", type(exc).__name__)
 
     return app
+
+
+def add_docs(app: FastAPI, favicon_url: str = "/docs/assets/favicon-32x32.png") -> None:
+    """``/docs``: Swagger UI from the files the ``swagger-ui-bundle-v2`` package ships, served
+    under ``/docs/assets``. FastAPI's default page loads them from a CDN: a service on a
+    network without one (or a browser with a strict policy) would show an empty page, and
+    every visit would tell an outside host about the operator."""
+    import swagger_ui_bundle
+
+    assets = "/docs/assets"
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - API",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=favicon_url, oauth2_redirect_url="/docs/oauth2-redirect")
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def oauth2_redirect() -> Response:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    app.mount(assets, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs")

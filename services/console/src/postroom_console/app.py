@@ -55,33 +55,6 @@ def add_dashboard(app: FastAPI, static_dir: Path) -> None:
     app.mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static")
 
 
-def add_docs(app: FastAPI) -> None:
-    """``/docs``: Swagger UI from the files the ``swagger-ui-bundle-v2`` package ships, served
-    under ``/docs/assets`` (FastAPI's default page loads them from a CDN; the console asks no
-    outside host for anything)."""
-    import swagger_ui_bundle
-    from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-
-    app.router.routes[:] = [r for r in app.router.routes
-                            if getattr(r, "path", None) not in ("/docs", "/docs/oauth2-redirect")]
-    assets = "/docs/assets"
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> Response:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - API",
-            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
-            swagger_css_url=f"{assets}/swagger-ui.css",
-            swagger_favicon_url="/static/favicon.svg",
-            oauth2_redirect_url="/docs/oauth2-redirect")
-
-    @app.get("/docs/oauth2-redirect", include_in_schema=False)
-    async def oauth2_redirect() -> Response:
-        return get_swagger_ui_oauth2_redirect_html()
-
-    app.mount(assets, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs")
-
-
 def build_runtime(
     settings: ConsoleSettings | None = None,
     *,
@@ -133,5 +106,4 @@ def build_runtime(
     runtime.projector = projector  # type: ignore[attr-defined]
     api.add_routes(runtime.http)
     add_dashboard(runtime.http, Path(settings.console_static_dir or STATIC))
-    add_docs(runtime.http)
     return runtime
