@@ -246,6 +246,22 @@ async def test_the_loop_guard_answers_no_automated_mail(
     assert await bus.of("reply.drafted", received.mail_key) == []
 
 
+async def test_a_mail_sent_to_another_address_of_ours_is_answered_from_it(
+        core_service: Service, bus: Bus, model: FakeModel) -> None:
+    """Mail read from the IMAP mailbox ai@company.example names it as its recipient: the
+    reply comes from there (the policy names no from_address), and that reply coming back
+    is recognised as ours."""
+    received = await bus.mail(support_mail(), recipients=["AI@Company.example"])
+    drafted = ReplyDrafted.model_validate(await bus.one("reply.drafted", received.mail_key))
+    assert drafted.from_address == "ai@company.example"
+    back = await bus.mail(support_mail(sender="ACME <ai@company.example>"),
+                          recipients=["ai@company.example"])
+    skipped = await bus.one("reply.skipped", back.mail_key)
+    assert skipped["reason"] == "loop-guard", skipped
+    assert skipped["detail"] == "mail from one of our own addresses"
+    assert len(model.requests) == 1  # the first mail's draft only
+
+
 async def test_a_delivery_report_gets_no_reply(core_service: Service, bus: Bus,
                                                model: FakeModel) -> None:
     report = (b"From: Mail Delivery Subsystem <postmaster@mx.example>\r\n"
