@@ -212,9 +212,13 @@ async def test_hung_idle_is_noticed_by_the_watchdog_and_nothing_is_lost(
 
 
 @pytest.fixture
-def tls_dovecot() -> Iterator[Dovecot]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
+def private_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_dovecot(private_ca: trustme.CA) -> Iterator[Dovecot]:
+    cert = private_ca.issue_cert("127.0.0.1", "localhost")
     server = Dovecot(Dovecot.make_root(), tls=(
         b"".join(blob.bytes() for blob in cert.cert_chain_pems), cert.private_key_pem.bytes()))
     try:
@@ -225,15 +229,35 @@ def tls_dovecot() -> Iterator[Dovecot]:
 
 @pytest.mark.parametrize("security", ["starttls", "ssl"])
 async def test_starttls_and_implicit_tls(harness: Harness, tls_dovecot: Dovecot,
-                                         security: str) -> None:
-    await harness.start()
+                                         private_ca: trustme.CA, tmp_path, security: str
+                                         ) -> None:
+    """The server's certificate is checked (against IMAP_CA_FILE: its CA is private)."""
+    ca_file = tmp_path / "imap-ca.pem"
+    private_ca.cert_pem.write_to_path(str(ca_file))
+    await harness.start(imap_ca_file=ca_file)
     port = tls_dovecot.tls_port if security == "ssl" else tls_dovecot.port
-    await harness.add_account(tls_dovecot, security=security, port=port, tls_verify=False)
+    await harness.add_account(tls_dovecot, security=security, port=port)
     await harness.watching()
     tls_dovecot.append(mail(subject=f"over {security}"))
     [event] = await harness.wait_received(1)
     assert event["subject"] == f"over {security}" and event["tls"] is True
     assert "TLS" in tls_dovecot.log() or "secured" in tls_dovecot.log()
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+async def test_a_certificate_no_trusted_ca_signed_is_a_clear_status_error(
+        harness: Harness, tls_dovecot: Dovecot, security: str) -> None:
+    await harness.start()  # no IMAP_CA_FILE: the private CA is unknown
+    port = tls_dovecot.tls_port if security == "ssl" else tls_dovecot.port
+    await harness.add_account(tls_dovecot, security=security, port=port)
+
+    async def refused() -> dict | None:
+        status = (await harness.account())["status"]
+        return status if status["state"] == "error" and status["last_error"] else None
+
+    status = await until(refused, 30, what="the certificate refused")
+    assert "CERTIFICATE_VERIFY_FAILED" in status["last_error"], status
+    assert not (await harness.account())["status"]["folders"][0]["ingested"]
 
 
 class Introspection(BaseHTTPRequestHandler):

@@ -84,6 +84,9 @@ class MailboxSyncSettings(RuntimeSettings):
         "selected even after the SELECT that follows every quiet IDLE cycle and every poll")
     imap_timeout_seconds: float = Field(
         default=15.0, gt=0, description="Connect, greeting, login and every command")
+    imap_ca_file: Path | None = Field(
+        default=None, description="PEM file of CA certificates IMAP servers' certificates are "
+        "also checked against (a private CA), beside the system's")
     imap_backoff_base_seconds: float = Field(default=1.0, gt=0)
     imap_backoff_max_seconds: float = Field(default=300.0, gt=0)
     imap_first_sync_days: float = Field(

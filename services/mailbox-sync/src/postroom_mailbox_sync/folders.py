@@ -82,7 +82,7 @@ class FolderWorker:
         metrics = self.sync_service.metrics
         attempt = 0
         while True:
-            session = ImapSession(self.account, s.imap_timeout_seconds)
+            session = ImapSession(self.account, s.imap_timeout_seconds, s.imap_ca_file)
             try:
                 # after a failure the folder stays in "error" (with its last error) until the
                 # reconnect has selected the folder again

@@ -20,6 +20,7 @@ import ssl
 import time
 from collections.abc import Awaitable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aioimaplib import aioimaplib
@@ -57,9 +58,10 @@ def _quoted(folder: str) -> str:
 class ImapSession:
     """One authenticated IMAP connection; every call bounded by ``timeout``."""
 
-    def __init__(self, account: Account, timeout: float) -> None:
+    def __init__(self, account: Account, timeout: float, ca_file: Path | None = None) -> None:
         self.account = account
         self.timeout = timeout
+        self.ca_file = ca_file
         self.lost = asyncio.Event()
         self.client: aioimaplib.IMAP4 | None = None
         self.selected: FolderState | None = None
@@ -73,6 +75,8 @@ class ImapSession:
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
+        if self.ca_file is not None:
+            context.load_verify_locations(cafile=str(self.ca_file))
         if not self.account.tls_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
