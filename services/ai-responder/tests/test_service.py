@@ -195,17 +195,25 @@ async def test_an_openai_compatible_server_drafts_too(start: Any, bus: Bus) -> N
 
 
 async def test_an_outage_opens_the_breaker_and_the_mail_is_drafted_when_it_is_back(
-        core_service: Service, bus: Bus, model: FakeModel) -> None:
+        start: Any, ai_core: FakeHttp, bus: Bus, model: FakeModel) -> None:
+    # the breaker stays open 5 s: the checks below see it open, not in a trial call's moment
+    core_service = await start(ai_backend="ai-core", ai_api_url=ai_core.url,
+                               ai_api_key="core-key", ai_breaker_reset_seconds=5.0)
     model.down = True
     received = await bus.mail(support_mail())
     reply_id = reply_id_for("acme", received.mail_key)
 
-    async def breaker_open() -> bool:
+    async def breaker_open() -> dict[str, Any] | None:
+        # the breaker opens as the second call fails, a moment before that failure is
+        # stored in the reply's row: wait for both
         backend = (await core_service.http.get("/backend")).json()
-        return backend["breaker"] == "opened"
+        response = await core_service.http.get(f"/replies/{reply_id}")
+        if backend["breaker"] != "opened" or response.status_code != 200:
+            return None
+        row: dict[str, Any] = response.json()
+        return row if row["attempts"] >= 2 else None
 
-    await procs.until(breaker_open, 60, what="the breaker opened")
-    row = await core_service.reply(reply_id)
+    row = await procs.until(breaker_open, 60, what="the breaker opened, two failures stored")
     assert row["status"] == "queued" and row["attempts"] >= 2
     assert "503" in row["last_error"] or "breaker" in row["last_error"]
     ready = await core_service.http.get("/health/ready")
