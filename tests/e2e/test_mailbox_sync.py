@@ -101,6 +101,7 @@ def test_mail_appended_in_dovecot_travels_in_one_trace(start_stack, otlp: OtlpRe
     reply = BytesParser(policy=policy.default).parsebytes(sent.data)
     assert reply["In-Reply-To"] == message_id and message_id in reply["References"]
     assert reply["Auto-Submitted"] == "auto-replied"
+    assert reply["From"].addresses[0].addr_spec == USER  # from the mailbox Ann wrote to
     assert reply["Subject"] == "Re: Where is my order 4711?"
     assert "we are looking into order 4711" in reply.get_body(("plain",)).get_content()
 

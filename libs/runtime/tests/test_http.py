@@ -27,3 +27,28 @@ async def test_the_api_docs_load_nothing_from_another_host() -> None:
             assert response.content, url
         assert (await client.get("/docs/oauth2-redirect")).status_code == 200
         assert "/docs" not in (await client.get("/openapi.json")).json()["paths"]
+
+
+async def test_details_are_reported_without_deciding_readiness() -> None:
+    async def remote() -> dict[str, str]:
+        return {"state": "unavailable", "error": "HTTP 503"}
+
+    async def broken() -> dict[str, str]:
+        raise ConnectionError("refused")
+
+    async def store() -> None:
+        return None
+
+    app = build_http_app("svc", {"store": store}, registry=CollectorRegistry(),
+                         details={"remote": remote, "broken": broken,
+                                  "accounts": lambda: {"a": "ok"}})
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        ready = await client.get("/health/ready")
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["checks"] == {"store": "ok"}
+    assert body["details"] == {
+        "remote": {"state": "unavailable", "error": "HTTP 503"},
+        "broken": {"state": "unknown", "error": "ConnectionError: refused"},
+        "accounts": {"a": "ok"}}

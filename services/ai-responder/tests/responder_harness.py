@@ -198,7 +198,8 @@ class Bus:
 
     async def mail(self, msg: EmailMessage | bytes, *, label: str = "support",
                    mailbox: str = "support", envelope_from: str | None = None,
-                   classify: bool = True, classified_first: bool = False) -> MailReceived:
+                   classify: bool = True, classified_first: bool = False,
+                   recipients: list[str] | None = None) -> MailReceived:
         """mail.received (raw mail in the blob store) then mail.classified, as smtp-ingress
         and the classifier publish them (``classified_first``: the other way round, as a
         lagging mail.received consumer sees them)."""
@@ -212,7 +213,8 @@ class Bus:
             event_id=derive_event_id(key, "mail.received"), tenant="acme", mail_key=key,
             message_id=message_id, mailbox=mailbox,
             actions=["extract", "classify", "reply"] if mailbox == "support" else ["extract"],
-            envelope_from=envelope_from, recipients=[f"{mailbox}+acme@intake.example.com"],
+            envelope_from=envelope_from,
+            recipients=recipients or [f"{mailbox}+acme@intake.example.com"],
             size=len(raw), raw=await self.blobs.put(raw, content_type="message/rfc822"))
         if classified_first:
             await self.classified(received, label)

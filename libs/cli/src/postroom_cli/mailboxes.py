@@ -1,6 +1,6 @@
-"""``postroom mailboxes``: the mailboxes mailbox-sync reads (IMAP accounts, provider accounts),
-through its HTTP API (``/api/v1/accounts``). Credentials go to the service, which seals them in
-its store; they are never printed.
+"""``postroom mailboxes add|list|update|remove``: the mailboxes mailbox-sync reads (IMAP
+accounts, provider accounts), through its HTTP API (``/api/v1/accounts``). Credentials go to
+the service, which seals them in its store; they are never printed.
 
 The token is ``--token`` / ``MAILBOX_SYNC_API_TOKEN``, else the file ``postroom up`` keeps in
 its data dir (``<data dir>/mailbox-sync/api-token``).
@@ -8,6 +8,7 @@ its data dir (``<data dir>/mailbox-sync/api-token``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -144,6 +145,44 @@ def list_cmd(
                          folder.get("last_error") or account["status"]["last_error"] or ""])
     typer.echo(table(["id", "tenant/mailbox", "user", "folder", "state", "mails",
                       "last sync", "last error"], rows))
+
+
+@app.command("update")
+def update(
+    account_id: Annotated[str, typer.Argument(help="Account id (see `postroom mailboxes list`).")],
+    password: Annotated[bool, typer.Option(
+        "--password", help="Give a new password (MAILBOX_PASSWORD, else prompted).")] = False,
+    oauth_token: Annotated[str | None, typer.Option(
+        "--oauth-token", help="A new XOAUTH2 access token (replaces the password).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Another server.")] = None,
+    port: Annotated[int | None, typer.Option("--port")] = None,
+    security: Annotated[str | None, typer.Option(
+        "--security", help="ssl, starttls or none.")] = None,
+    folder: Annotated[list[str] | None, typer.Option(
+        "--folder", help="The folders to watch (repeatable): replaces the list.")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="auto, idle or poll.")] = None,
+    enabled: Annotated[bool | None, typer.Option(
+        "--enable/--disable", help="Watch the account, or stop without forgetting it.")] = None,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+) -> None:
+    """Change an account (credentials, server, folders, mode, enabled); mailbox-sync restarts
+    its watching at once, each folder from where it was."""
+    body: dict[str, Any] = {"oauth_token": oauth_token, "host": host, "port": port,
+                            "security": security, "folders": folder, "mode": mode,
+                            "enabled": enabled}
+    body = {k: v for k, v in body.items() if v is not None}
+    if password:
+        body["password"] = os.environ.get("MAILBOX_PASSWORD") or typer.prompt(
+            "password", hide_input=True)
+    if not body:
+        fail("nothing to change: give at least one option (see --help)")
+    changed = _call("PATCH", url, _token(token, data_dir), f"/api/v1/accounts/{account_id}",
+                    json=body).json()
+    state = "enabled" if changed["enabled"] else "disabled"
+    typer.echo(f"updated {changed['id']}: {changed['username']} at {changed['host']}:"
+               f"{changed['port']} ({state}, folders {', '.join(changed['folders'])})")
 
 
 @app.command("remove")

@@ -122,7 +122,8 @@ class ReplyPolicy(BaseModel):
     template: str = Field(default="standard", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
                           description="Reply template (ai-responder's templates/<name>)")
     from_address: str | None = Field(
-        default=None, description="From of replies; default <mailbox>+<slug>@<first domain>")
+        default=None, description="From of replies; default the address the mail was sent "
+        "to (an IMAP account's own), else <mailbox>+<slug>@<first domain>")
     assistant_name: str = Field(default="Support", description="Signature of the reply")
     organisation: str = Field(default="", description="Under the signature; default the "
                               "tenant's name")

@@ -4,6 +4,7 @@ OpenAPI docs served by the service itself."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
@@ -14,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 Check = Callable[[], Awaitable[None]]
-Detail = Callable[[], object]
+Detail = Callable[[], object]  # a value, or an awaitable of one (bounded as a check is)
 
 
 def problem(status: int, title: str, detail: str, **extra: object) -> JSONResponse:
@@ -31,7 +32,8 @@ def build_http_app(
     details: dict[str, Detail] | None = None,
 ) -> FastAPI:
     """``details``: extra facts for ``/health/ready`` by name (e.g. the state of each mailbox a
-    service reads), shown without deciding readiness."""
+    service reads, or of a remote dependency the service waits out on its own), shown without
+    deciding readiness."""
     details = details if details is not None else {}
     app = FastAPI(title=f"postroom {service}", docs_url=None, redoc_url=None)
     add_docs(app)
@@ -51,8 +53,16 @@ def build_http_app(
             except Exception as exc:
                 ok = False
                 results[name] = f"{type(exc).__name__}: {exc}"[:300] or "failed"
-        extra = {"details": {name: detail() for name, detail in details.items()}} if details \
-            else {}
+        facts: dict[str, object] = {}
+        for name, detail in details.items():
+            try:
+                value = detail()
+                if inspect.isawaitable(value):
+                    value = await asyncio.wait_for(value, check_timeout)
+            except Exception as exc:
+                value = {"state": "unknown", "error": f"{type(exc).__name__}: {exc}"[:300]}
+            facts[name] = value
+        extra = {"details": facts} if details else {}
         if ok:
             return JSONResponse({"status": "ready", "service": service, "checks": results,
                                  **extra})

@@ -32,7 +32,6 @@ from . import store
 from .backends import (
     AiCoreBackend,
     Backend,
-    BackendUnavailable,
     GuardedBackend,
     LocalBackend,
     OpenAiBackend,
@@ -187,26 +186,42 @@ def build_runtime(
     metrics = Metrics(registry)
     responder = Responder(runtime, settings, guarded, metrics)
 
-    async def check_backend() -> None:
-        await guarded.check()
+    async def backend_state() -> dict[str, object]:
+        """The AI backend, reported in /health/ready without deciding readiness: while it is
+        down replies wait queued and the breaker spares it; a pod taken out of service for
+        it would only stop the review API and stall a rollout until the backend is back."""
+        try:
+            await guarded.check()
+        except Exception as exc:
+            return {"state": "unavailable", "backend": guarded.name,
+                    "error": f"{type(exc).__name__}: {exc}"[:300]}
+        return {"state": "ok", "backend": guarded.name}
 
-    async def check_mailer() -> None:
-        """The mailer is reachable through NATS: a durable consumer of delivery.requested
-        exists on the stream (a request published while the mailer is down waits there)."""
+    async def mailer_state() -> dict[str, object]:
+        """The mailer is reachable through NATS when a durable consumer of delivery.requested
+        exists on the stream; a request published while it is down waits there (reported,
+        not deciding readiness, for the same reason as the backend)."""
         for info in await runtime.js.consumers_info(EVENTS_STREAM):
             subject = info.config.filter_subject or ""
             if subject.startswith(DELIVERY_SUBJECT) or any(
                     s.startswith(DELIVERY_SUBJECT) for s in info.config.filter_subjects or ()):
-                return
-        raise BackendUnavailable("no mailer consumes delivery.requested")
+                return {"state": "ok", "consumer": info.name}
+        return {"state": "unavailable",
+                "error": "no mailer consumes delivery.requested (requests wait in the stream)"}
 
     async def check_tenants() -> None:
         if responder.tenants is None or not responder.tenants.loaded.is_set():
             raise RuntimeError("tenant registry not loaded")
 
-    runtime.checks["ai_backend"] = check_backend
-    runtime.checks["mailer"] = check_mailer
+    runtime.details["ai_backend"] = backend_state
+    runtime.details["mailer"] = mailer_state
     runtime.checks["tenants"] = check_tenants
+    if guarded.name == "local":
+        async def check_local_model() -> None:
+            """The local model is part of this process: not loaded, it is not ready."""
+            await guarded.backend.check()
+
+        runtime.checks["local_model"] = check_local_model
     # every mail passes these two: a (no-op) prepare step lets their rows group-commit, one
     # transaction for all the messages that are ready instead of one each
     for event_type, handler in ((MailReceived, responder.on_received),

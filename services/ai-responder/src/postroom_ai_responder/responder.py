@@ -78,6 +78,7 @@ class Prepared:
     policy: ReplyPolicy | None = None
     language: str = "en"
     sender_key: str = ""
+    reply_from: str = ""
 
 
 def _json_time(value: datetime) -> str:
@@ -102,9 +103,19 @@ class Responder:
     def tenant(self, slug: str) -> Tenant | None:
         return self.tenants.get(slug) if self.tenants is not None else None
 
-    def own_addresses(self, tenant: Tenant, mailbox: str, policy: ReplyPolicy) -> list[str]:
+    def own_addresses(self, tenant: Tenant, mailbox: str, policy: ReplyPolicy,
+                      reply_from: str) -> list[str]:
         return [*self.settings.own, *tenant.domains,
-                tenant.reply_from_address(mailbox, policy).lower()]
+                tenant.reply_from_address(mailbox, policy).lower(), reply_from.lower()]
+
+    @staticmethod
+    def reply_from(tenant: Tenant, mailbox: str, policy: ReplyPolicy,
+                   recipient: str | None) -> str:
+        """The reply's From: the policy's ``from_address``; else the address the mail was
+        sent to (a customer who wrote to ai@company.example hears back from it, whichever
+        way the mail came in); else the tenant's mailbox address."""
+        return (policy.from_address or recipient
+                or tenant.reply_from_address(mailbox, policy))
 
     def knowledge(self, policy: ReplyPolicy) -> list[KnowledgePassage]:
         passages = list(policy.knowledge)
@@ -139,6 +150,7 @@ class Responder:
             tenant=event.tenant, mail_key=event.mail_key, mailbox=event.mailbox.lower()[:64],
             message_id=event.message_id, reply=wants,
             envelope_from=event.envelope_from if wants else None,
+            recipient=event.recipients[0].lower() if wants and event.recipients else None,
             raw=event.raw.model_dump(mode="json") if wants else None,
             received_at=event.occurred_at))
 
@@ -180,9 +192,10 @@ class Responder:
         assert blobs is not None
         raw = await blobs.get(BlobRef.model_validate(mail.raw))
         facts = await asyncio.to_thread(parse_mail, raw)
+        reply_from = self.reply_from(tenant, mailbox, policy, mail.recipient)
         # automated mail first, whatever its label (the reason a person looking sees)
         skip = loop_guard(facts, envelope_from=mail.envelope_from,
-                          own=self.own_addresses(tenant, mailbox, policy),
+                          own=self.own_addresses(tenant, mailbox, policy, reply_from),
                           dmarc="fail" if dmarc_failed else None)
         if skip is None and event.classification not in policy.labels:
             skip = Skip("policy",
@@ -197,7 +210,7 @@ class Responder:
         language = facts.language if policy.language == "auto" else policy.language
         if language not in LANGUAGES:
             language = "en"
-        return Prepared(mailbox, skip, facts, policy, language, facts.sender)
+        return Prepared(mailbox, skip, facts, policy, language, facts.sender, reply_from)
 
     async def skip(self, event: MailClassified, session: AsyncSession, outbox: Outbox,
                    prepared: Prepared, skip: Skip) -> None:
@@ -250,7 +263,7 @@ class Responder:
             "sender": facts.sender, "sender_name": facts.sender_name,
             "language": prepared.language, "message_id": facts.message_id,
             "references": facts.thread, "in_reply_to": facts.message_id,
-            "thread_id": facts.thread_id,
+            "thread_id": facts.thread_id, "reply_from": prepared.reply_from,
         }
         await session.execute(insert(store.replies).values(
             reply_id=reply_id, tenant=event.tenant, mail_key=event.mail_key,
@@ -404,7 +417,8 @@ class Responder:
             language=req["language"],
             cut_off=(draft.completion_tokens or 0) >= self.settings.ai_max_tokens)
         now = utcnow()
-        from_address = tenant.reply_from_address(row.mailbox, policy)
+        # a row queued before "reply_from" was kept: the policy's or the mailbox's address
+        from_address = req.get("reply_from") or tenant.reply_from_address(row.mailbox, policy)
         template = policy.template
         if template not in self.templates.names():
             reasons.append(f"the tenant's template '{template}' does not exist; drafted with "

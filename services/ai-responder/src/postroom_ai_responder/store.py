@@ -48,6 +48,8 @@ mails = Table(
     Column("mailbox", String(64), nullable=False),
     Column("message_id", Text, nullable=False),
     Column("envelope_from", Text, nullable=True),
+    # the address it was sent to (IMAP: the account's own): the reply's From by default
+    Column("recipient", Text, nullable=True),
     Column("reply", Boolean, nullable=False),  # its mailbox lists `reply`
     Column("raw", JSON, nullable=True),  # BlobRef (mail for a `reply` mailbox only)
     Column("thread_id", Text, nullable=True),

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from postroom_runtime import ServiceRuntime
@@ -20,7 +21,7 @@ from postroom_runtime.store import utcnow
 
 from .config import MailboxSyncSettings
 from .folders import FolderWorker
-from .handlers import Account, AccountIn, FolderState
+from .handlers import Account, AccountIn, AccountPatch, FolderState
 from .ingest import Ingested, Ingestor
 from .metrics import Metrics
 from .store import (
@@ -40,6 +41,10 @@ ENV_ACCOUNT = "env"
 
 class AccountExists(Exception):
     pass
+
+
+class AccountInvalid(ValueError):
+    """A change that would leave the account invalid (the message says why)."""
 
 
 class AccountService:
@@ -181,6 +186,62 @@ class AccountService:
         self._run(account)
         log.info("account added", extra={"account": account_id, "kind": account.kind,
                                          "tenant": account.tenant})
+        return account
+
+    async def update(self, account_id: str, patch: AccountPatch) -> Account | None:
+        """Change a stored account and restart its watching with the new settings (None: no
+        such account). Its folders keep their positions: a folder it watched before resumes
+        where it was; a new server (another UIDVALIDITY) is re-indexed without publishing a
+        mail twice."""
+        if account_id == ENV_ACCOUNT:
+            raise AccountExists("the account 'env' is configured by the environment "
+                                "(IMAP_HOST, ...): change those variables")
+        async with self.runtime.store.sessions() as session:
+            row = (await session.execute(
+                select(accounts).where(accounts.c.id == account_id))).first()
+        if row is None:
+            return None
+        current: dict[str, Any] = {
+            "id": row.id, "kind": row.kind, "tenant": row.tenant, "mailbox": row.mailbox,
+            "address": row.address, "host": row.host, "port": row.port,
+            "security": row.security, "tls_verify": row.tls_verify, "username": row.username,
+            "folders": list(row.folders), "mode": row.mode, "mark_seen": row.mark_seen,
+            "flag": row.flag, "move_to": row.move_to, "since": row.since,
+            "enabled": row.enabled, "password": None, "oauth_token": None,
+            "webhook_secret": None}
+        default_port = 443 if row.kind == "provider" else 993 if row.security == "ssl" else 143
+        if row.port == default_port:
+            current["port"] = None  # the default: a new security brings its own
+        credentials = patch.model_fields_set & {"password", "oauth_token"}
+        try:
+            if not credentials:
+                secret = self.vault.open(row.secret)
+                current["password" if row.auth == "password" else "oauth_token"] = secret
+            if row.webhook_secret is not None and "webhook_secret" not in \
+                    patch.model_fields_set:
+                current["webhook_secret"] = self.vault.open(row.webhook_secret)
+        except SecretUnreadable as exc:
+            raise AccountInvalid(f"{exc}: give the credentials again") from None
+        try:
+            data = AccountIn.model_validate(patch.apply(current))
+        except (ValidationError, ValueError) as exc:
+            errors = exc.errors() if isinstance(exc, ValidationError) else None
+            raise AccountInvalid("; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'account'}: {e['msg']}" for e in errors)
+                if errors else str(exc)) from None
+        values = self._row(data, account_id, row.origin)
+        values.pop("created_at")
+        await self._halt(account_id)
+        async with self.runtime.store.transaction() as session:
+            await session.execute(accounts.update().where(accounts.c.id == account_id)
+                                  .values(**values))
+        async with self.runtime.store.sessions() as session:
+            stored = (await session.execute(
+                select(accounts).where(accounts.c.id == account_id))).one()
+        account = self._account(stored)
+        self._run(account)
+        log.info("account changed", extra={"account": account_id,
+                                           "fields": sorted(patch.model_fields_set)})
         return account
 
     async def remove(self, account_id: str) -> bool:

@@ -1,6 +1,7 @@
 """mailbox-sync's HTTP API (beside the runtime's /health, /health/ready, /metrics).
 
-``/api/v1/accounts``          list, add, show, remove accounts; ``.../sync`` polls now.
+``/api/v1/accounts``          list, add, show, change (PATCH), remove accounts;
+                              ``.../sync`` polls now.
                               Bearer token (``MAILBOX_SYNC_API_TOKEN``, or its file).
 ``/api/v1/inbound/{tenant}/{mailbox}``  raw MIME (``message/rfc822``), HMAC-SHA256 signed
                               as cloud inbound-parse services sign (secret per tenant/mailbox).
@@ -19,9 +20,15 @@ from fastapi.responses import JSONResponse
 
 from postroom_runtime import problem
 
-from .accounts import ENV_ACCOUNT, AccountExists, AccountService
+from .accounts import ENV_ACCOUNT, AccountExists, AccountInvalid, AccountService
 from .config import MailboxSyncSettings
-from .handlers import SIGNATURE_HEADER, TIMESTAMP_HEADER, AccountIn, check_signature
+from .handlers import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    AccountIn,
+    AccountPatch,
+    check_signature,
+)
 from .ingest import Ingestor, Unroutable
 
 log = logging.getLogger("postroom_mailbox_sync")
@@ -79,6 +86,18 @@ def add_routes(app: FastAPI, service: AccountService, ingestor: Ingestor,
         if account_id not in service.accounts and account_id not in service.errors:
             raise ApiProblem(404, "Not found", f"no account {account_id!r}")
         return shown(account_id)
+
+    @router.patch("/{account_id}")
+    async def change_account(account_id: str, patch: AccountPatch) -> dict[str, Any]:
+        try:
+            account = await service.update(account_id, patch)
+        except AccountExists as exc:
+            raise ApiProblem(409, "Conflict", str(exc)) from None
+        except AccountInvalid as exc:
+            raise ApiProblem(422, "Invalid account", str(exc)) from None
+        if account is None:
+            raise ApiProblem(404, "Not found", f"no account {account_id!r}")
+        return shown(account.id)
 
     @router.post("/{account_id}/sync", status_code=202)
     async def sync_now(account_id: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ import random
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -99,6 +99,51 @@ class AccountIn(BaseModel):
         if isinstance(since, datetime):
             return since if since.tzinfo else since.replace(tzinfo=UTC)
         return datetime(since.year, since.month, since.day, tzinfo=UTC)
+
+
+class AccountPatch(BaseModel):
+    """``PATCH /api/v1/accounts/{id}``: the fields to change, the others kept. A new password
+    replaces an XOAUTH2 token and the other way round; ``null`` clears an optional field
+    (``flag``, ``move_to``, ``since``, ``port``: its default). The id and the kind stay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str | None = None
+    mailbox: str | None = Field(default=None, min_length=1, max_length=64)
+    address: str | None = Field(default=None, max_length=320)
+    host: str | None = Field(default=None, min_length=1, max_length=255)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Security | None = None
+    tls_verify: bool | None = None
+    username: str | None = Field(default=None, min_length=1, max_length=320)
+    password: str | None = Field(default=None, min_length=1)
+    oauth_token: str | None = Field(default=None, min_length=1)
+    webhook_secret: str | None = Field(default=None, min_length=16)
+    folders: list[str] | None = Field(default=None, min_length=1)
+    mode: Literal["auto", "idle", "poll"] | None = None
+    mark_seen: bool | None = None
+    flag: str | None = Field(default=None, pattern=r"^\\?[A-Za-z$][A-Za-z0-9_$-]{0,62}$")
+    move_to: str | None = Field(default=None, min_length=1, max_length=255)
+    since: datetime | date | None = None
+    enabled: bool | None = None
+
+    # fields whose null means "none" rather than "not given"
+    CLEARABLE: ClassVar[frozenset[str]] = frozenset(
+        {"address", "port", "flag", "move_to", "since", "webhook_secret"})
+
+    def apply(self, current: dict[str, object]) -> dict[str, object]:
+        """``current`` (an AccountIn's fields) with this patch applied."""
+        merged = dict(current)
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if value is None and name not in self.CLEARABLE:
+                raise ValueError(f"{name} cannot be null")
+            merged[name] = value
+        if "password" in self.model_fields_set:
+            merged["oauth_token"] = None
+        elif "oauth_token" in self.model_fields_set and merged.get("kind") == "imap":
+            merged["password"] = None
+        return merged
 
 
 @dataclass(frozen=True)
