@@ -250,9 +250,10 @@ class OtlpReceiver:
 
 
 
-def wait_until(check: Any, timeout: float = 30.0, interval: float = 0.1) -> Any:
+def wait_until(check: Any, timeout: float = 60.0, interval: float = 0.1) -> Any:
     """Poll ``check`` until it returns something true (returned); AssertionError after
-    ``timeout`` seconds."""
+    ``timeout`` seconds (a bound for a hang, not a speed check: the whole stack shares two
+    busy cores)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()

@@ -84,7 +84,7 @@ def test_a_support_question_gets_a_draft_in_its_trace_and_the_approved_reply_is_
         return mine if any("reply.drafted" in s["name"] for s in mine) else None
 
     # the draft is part of the mail's one trace, from SMTP DATA on
-    spans = wait_until(traced, timeout=30, interval=0.2)
+    spans = wait_until(traced, timeout=60, interval=0.2)
     assert any(s["name"] == "ai-responder draft" for s in spans)
 
     # a person approves it (the review API, as the console does): the mailer sends it once

@@ -110,7 +110,7 @@ def test_mail_over_smtp_in_the_console_api_and_live_feed(stack: Stack) -> None:
                     return wanted <= {m.get("sequence") for _, m in feed
                                       if m.get("data", {}).get("mail_key") == row["mail_key"]}
 
-                await until(fed, "the mail's events on the WebSocket feed", within=30)
+                await until(fed, "the mail's events on the WebSocket feed", within=60)
                 fed_after = next(t for t, m in feed if m.get("event") == "mail.classified"
                                  and m["data"].get("mail_key") == row["mail_key"]) - accepted_at
                 reader.cancel()

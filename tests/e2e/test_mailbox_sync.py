@@ -45,7 +45,7 @@ def test_mail_appended_in_dovecot_travels_in_one_trace(start_stack, otlp: OtlpRe
         ready = httpx.get(f"{sync}/health/ready", timeout=5).json()
         return ready.get("details", {}).get("accounts", {}).get("env", {}).get("state") == "ok"
 
-    wait_until(idle, timeout=30, interval=0.2)
+    wait_until(idle, timeout=60, interval=0.2)
     message_id = make_msgid(domain="customer.example")
     dovecot.append((f"From: Ann <ann@customer.example>\r\nTo: {USER}\r\n"
                     f"Subject: Where is my order 4711?\r\nMessage-ID: {message_id}\r\n"

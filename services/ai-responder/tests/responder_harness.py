@@ -6,7 +6,6 @@ the service itself started in this process on a real nats-server."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import Callable
@@ -21,9 +20,12 @@ import nats
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
+from sqlalchemy import select
 
+from postroom_ai_responder import store
 from postroom_ai_responder.app import build_runtime
 from postroom_ai_responder.config import AiResponderSettings
+from postroom_ai_responder.spec import SERVICE
 from postroom_contracts import (
     EVENTS_STREAM,
     MailClassified,
@@ -35,9 +37,10 @@ from postroom_contracts import (
 )
 from postroom_runtime import NatsBlobStore, ServiceRuntime, event_headers, seed_tenants
 from postroom_testing import procs
-from postroom_testing.procs import free_port
 
 REVIEW_KEY = "review-key"
+DURABLES = [c.durable for c in SERVICE.consumes]
+CLASSIFIED_DURABLE = SERVICE.durable_for(MailClassified)
 GROUNDED = ("Our support team answers Monday to Friday, 8:00 to 18:00 CET, at "
             "+49 30 1234 5678.")
 KNOWLEDGE = [
@@ -64,11 +67,13 @@ def tenant(**policy: Any) -> Tenant:
 
 
 class FakeHttp:
-    """A FastAPI app served by uvicorn on 127.0.0.1 in this event loop."""
+    """A FastAPI app served by uvicorn on 127.0.0.1 in this event loop, on a port the kernel
+    gives it when it binds (none picked before and bound later, which another socket may
+    have taken meanwhile)."""
 
     def __init__(self, app: FastAPI) -> None:
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+        self.port = 0
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
                                                     log_level="warning", lifespan="off"))
         self.task: asyncio.Task[None] | None = None
 
@@ -78,13 +83,19 @@ class FakeHttp:
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self.server.serve())
-        await procs.until(lambda: self.server.started, 10, what="fake server started")
+
+        def started() -> bool:
+            if self.task is not None and self.task.done():
+                self.task.result()  # it could not start: say why
+            return bool(self.server.started)
+
+        await procs.until(started, 60, what="fake server started")
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         self.server.should_exit = True
         if self.task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await asyncio.wait({self.task})  # a cancellation of the caller goes on
 
 
 @dataclass
@@ -207,11 +218,40 @@ class Bus:
             size=len(raw), raw=await self.blobs.put(raw, content_type="message/rfc822"))
         if classified_first:
             await self.classified(received, label)
-            await asyncio.sleep(1.0)
+            # the classification is with the service, waiting for its mail, before the mail
+            # is published (not a pause that a busy machine may not honour)
+            await self.delivered_unacked(CLASSIFIED_DURABLE)
         await self.publish(received)
         if classify and not classified_first:
             await self.classified(received, label)
         return received
+
+    async def consumer(self, durable: str) -> Any:
+        return await self.js.consumer_info(EVENTS_STREAM, durable)
+
+    async def delivered_unacked(self, durable: str) -> None:
+        """Wait until the consumer ``durable`` has taken every message and holds one."""
+        async def holding() -> bool:
+            info = await self.consumer(durable)
+            return info.num_pending == 0 and info.num_ack_pending == 1
+
+        await procs.until(holding, 60, what=f"{durable} holding the message", interval=0.02)
+
+    async def settled(self, service: Service) -> None:
+        """Wait until ai-responder has handled everything published so far (each of its
+        consumers has acked all) and published what it committed (its outbox is empty): a
+        reply or delivery that is not in the stream then was never made."""
+        async def idle() -> bool:
+            for durable in DURABLES:
+                info = await self.consumer(durable)
+                if info.num_pending or info.num_ack_pending:
+                    return False
+            async with service.runtime.store.sessions() as session:
+                unpublished = (await session.execute(select(store.outbox.c.id).where(
+                    store.outbox.c.published_at.is_(None)).limit(1))).all()
+            return not unpublished
+
+        await procs.until(idle, 60, what="ai-responder settled", interval=0.05)
 
     async def classified(self, received: MailReceived, label: str) -> MailClassified:
         event = MailClassified(
@@ -248,7 +288,7 @@ class Bus:
     async def of(self, event_type: str, key: str) -> list[dict[str, Any]]:
         return [e for e in await self.events(event_type) if e["mail_key"] == key]
 
-    async def one(self, event_type: str, key: str, within: float = 30) -> dict[str, Any]:
+    async def one(self, event_type: str, key: str, within: float = 60) -> dict[str, Any]:
         found = await procs.until(lambda: self.of(event_type, key), within,
                                   what=f"{event_type} of {key}", interval=0.05)
         assert len(found) == 1, found

@@ -114,8 +114,8 @@ async def consumer_idle(bus: Bus, durable: str = "classifier-mail-parsed") -> bo
     return info.num_pending == 0 and info.num_ack_pending == 0
 
 
-async def until(check: Any, what: str, within: float = 60) -> None:
-    await procs.until(check, within, what=what, interval=0.1)
+async def until(check: Any, what: str, within: float = 60) -> Any:
+    return await procs.until(check, within, what=what, interval=0.1)
 
 
 class SpamdProcess(ManagedProcess):

@@ -227,7 +227,15 @@ async def test_the_service_retrains_itself_after_a_correction(
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
         model = await wait_model(http, before.model_version)
         versions = (await http.get("/models")).json()
-        metrics = (await http.get("/metrics")).text
+
+        # the retraining counts itself once its own look at the store is done; the periodic
+        # look may have swapped the new version in before that
+        async def counted() -> str | None:
+            text = (await http.get("/metrics")).text
+            done = re.findall(r"^postroom_classifier_retrains_total\{.*\} (\S+)$", text, re.M)
+            return text if any(float(n) for n in done) else None
+
+        metrics = await until(counted, "the retraining counted")
     assert [v["version"] for v in versions] == [model["model_version"]]
     assert versions[0]["corrections"] == 1
     assert 'postroom_classifier_retrains_total{result="ok"} 1.0' in metrics

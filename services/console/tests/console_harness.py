@@ -49,6 +49,23 @@ async def until(check: Callable[[], Awaitable[Any]], what: str, within: float = 
     return await procs.until(check, within, what=what, interval=0.05)
 
 
+async def outbox_empty(database_url: str) -> bool:
+    """Whether the console has published every event it committed (its outbox in the store)."""
+    from sqlalchemy import select
+
+    from postroom_console.store import outbox
+    from postroom_runtime import Store
+
+    db = Store(database_url)
+    try:
+        async with db.sessions() as session:
+            rows = (await session.execute(select(outbox.c.id).where(
+                outbox.c.published_at.is_(None)).limit(1))).all()
+        return not rows
+    finally:
+        await db.close()
+
+
 def html_mail(key: str, subject: str, sender: str) -> bytes:
     return (
         f"From: {sender}\r\nTo: orders@acme.example\r\nSubject: {subject}\r\n"

@@ -4,12 +4,19 @@ publishes reply.reviewed once (a second is 409); the Mailboxes endpoint reads ma
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
-from console_harness import ADMIN_KEY, Bus, Console, FakeMailboxSync, draft_reply, until
+from console_harness import (
+    ADMIN_KEY,
+    Bus,
+    Console,
+    FakeMailboxSync,
+    draft_reply,
+    outbox_empty,
+    until,
+)
 
 from postroom_contracts import EVENTS_STREAM, ReplyReviewed, ReplySkipped, reply_id_for
 
@@ -26,7 +33,7 @@ async def reviewed_events(bus: Bus) -> list[dict[str, Any]]:
 
 
 async def test_drafts_are_listed_reviewed_once_and_their_decision_projected(
-        bus: Bus, console: Console) -> None:
+        bus: Bus, console: Console, database_url: str) -> None:
     pending = await bus.mail(subject="Where is my order?", label="support", stages=5)
     held = await bus.mail(subject="Refund now", label="support", stages=5)
     other = await bus.mail(tenant="globex", subject="Globex question", label="support", stages=5)
@@ -121,7 +128,8 @@ async def test_drafts_are_listed_reviewed_once_and_their_decision_projected(
     assert by_id[reply_id].body_text == "We will refund you within 5 days."
     assert by_id[rejected_id].reason == "wrong tone"
     assert by_id[rejected_id].body_text is None
-    await asyncio.sleep(0)
+    # everything the console committed is published: a third reply.reviewed would be there
+    await until(lambda: outbox_empty(database_url), "the console's outbox published")
     assert len(await reviewed_events(bus)) == 2
 
 

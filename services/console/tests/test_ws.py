@@ -22,9 +22,13 @@ class Feed:
     async def take(self, n: int, within: float = 30) -> list[dict[str, Any]]:
         return [await self.next(within) for _ in range(n)]
 
-    async def nothing_more(self, seconds: float = 1.0) -> None:
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(self.ws.recv(), seconds)
+    async def next_is(self, sequence: int, mail_key: str) -> None:
+        """The next message is the event ``sequence`` of ``mail_key``, published after the
+        ones taken so far: nothing else was sent in between (a positive signal instead of a
+        pause that proves nothing on a busy machine)."""
+        message = await self.next()
+        assert (message.get("sequence"), message.get("data", {}).get("mail_key")) == (
+            sequence, mail_key), message
 
 
 def ws_url(console: Console, path: str, key: str, since: int | None = None) -> str:
@@ -64,19 +68,19 @@ async def test_live_feed_and_resume(bus: Bus, console: Console) -> None:
         assert live[-1]["data"]["status"] == "classified"
         assert live[-1]["data"]["label"] == "order"
         assert live[-1]["data"]["mail_key"] == second.mail_key
-        await feed.nothing_more()
+        marker = await bus.mail(stages=1)
+        await feed.next_is(14, marker.mail_key)
 
     # reconnect with the last sequence seen: only what came after, then live again
     await bus.mail(stages=2)
     await console.caught_up(bus)
     async with websockets.connect(ws_url(console, "/ws/emails/dash-1", ADMIN_KEY,
-                                         since=13)) as ws:
+                                         since=14)) as ws:
         feed = Feed(ws)
-        assert [m["sequence"] for m in await feed.take(2)] == [14, 15]
-        assert (await feed.next())["position"] == 15
-        await feed.nothing_more(0.5)
-        await bus.mail(stages=1)
-        assert [m["sequence"] for m in await feed.take(1)] == [16]
+        assert [m["sequence"] for m in await feed.take(2)] == [15, 16]
+        assert (await feed.next())["position"] == 16
+        later = await bus.mail(stages=1)
+        await feed.next_is(17, later.mail_key)
 
 
 async def test_live_only_gets_hello_first(bus: Bus, console: Console) -> None:
@@ -99,12 +103,15 @@ async def test_tenant_scope_and_bad_key(bus: Bus, console: Console) -> None:
         got = await feed.take(2)
         assert {m["data"]["mail_key"] for m in got} == {acme.mail_key}
         assert {m["data"]["tenant"] for m in got} == {"acme"}
-        await feed.nothing_more()
+        # one more of each: the next message is acme's, globex's was not sent
+        await bus.mail(tenant="globex", stages=1)
+        marker = await bus.mail(tenant="acme", stages=1)
+        await feed.next_is(6, marker.mail_key)
     async with websockets.connect(ws_url(console, "/api/v1/ws", key, since=0)) as ws:
-        got = await Feed(ws).take(3)
-        assert [m["sequence"] for m in got[:2]] == [3, 4]
+        got = await Feed(ws).take(4)
+        assert [m["sequence"] for m in got[:3]] == [3, 4, 6]
         # another tenant's events are not sent, but the position passes them
-        assert got[2] == {"type": "hello", "position": 4, "tenant": "acme"}
+        assert got[3] == {"type": "hello", "position": 6, "tenant": "acme"}
     async with websockets.connect(ws_url(console, "/api/v1/ws", "wrong")) as ws:
         assert json.loads(await ws.recv())["status"] == 401
         with pytest.raises(websockets.ConnectionClosed) as closed:

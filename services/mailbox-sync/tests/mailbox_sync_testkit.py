@@ -13,10 +13,12 @@ import httpx
 import nats
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy import select
 
 from postroom_contracts import EVENTS_STREAM, Tenant
 from postroom_mailbox_sync.app import MailboxSyncRuntime, build_runtime
 from postroom_mailbox_sync.config import MailboxSyncSettings
+from postroom_mailbox_sync.store import outbox
 from postroom_runtime.tenants import seed_tenants
 from postroom_testing.dovecot import PASSWORD, USER, Dovecot
 from postroom_testing.procs import until
@@ -115,7 +117,7 @@ class Harness:
             folders = (await self.account(account_id))["status"]["folders"]
             return bool(folders) and all(f["state"] == state for f in folders)
 
-        await until(ready, 20, what=f"every folder of {account_id} {state}")
+        await until(ready, 60, what=f"every folder of {account_id} {state}")
 
     async def received(self) -> list[dict[str, Any]]:
         """Every mail.received in the stream, in order."""
@@ -139,6 +141,20 @@ class Harness:
             return found if len(found) >= count else None
 
         return await until(enough, within, what=f"{count} mail.received", interval=0.02)
+
+    async def published_all(self) -> None:
+        """Wait until every event the service committed is published (its outbox is empty):
+        after that, an event missing from the stream was never made."""
+        assert self.runtime is not None
+        store = self.runtime.store
+
+        async def drained() -> bool:
+            async with store.sessions() as session:
+                rows = (await session.execute(select(outbox.c.id).where(
+                    outbox.c.published_at.is_(None)).limit(1))).all()
+            return not rows
+
+        await until(drained, 60, what="the outbox published")
 
     async def close(self) -> None:
         await self.stop()

@@ -40,7 +40,7 @@ async def add_provider_account(harness: Harness, sim: ProviderSimulator) -> dict
     assert harness.runtime is not None
     sim.mailbox(USER).watch = (
         f"http://127.0.0.1:{harness.runtime.http_port}/api/v1/push/gmailish", HOOK_SECRET)
-    await until(lambda: _position(harness), 10, what="the starting history id stored")
+    await until(lambda: _position(harness), 60, what="the starting history id stored")
     return response.json()
 
 
@@ -48,6 +48,10 @@ async def _position(harness: Harness) -> str | None:
     status = (await harness.account("gmailish"))["status"]
     folders = status["folders"]
     return folders[0]["position"].get("history_id") if folders else None
+
+
+async def _position_is(harness: Harness, history_id: str) -> bool:
+    return await _position(harness) == history_id
 
 
 async def test_pushed_mail_is_fetched_from_history(harness: Harness,
@@ -60,11 +64,16 @@ async def test_pushed_mail_is_fetched_from_history(harness: Harness,
     events = await harness.wait_received(2)
     assert [e["subject"] for e in events] == ["pushed 1", "pushed 2"]
     assert {e["source"] for e in events} == {"webhook"}
-    assert all(n.get("status") == 204 for n in simulator.notifications)
+    # the simulator notes a notification once its answer is in, maybe after the mail went out
+    await until(lambda: len(simulator.notifications) == 2, 60, what="both notifications answered")
+    assert [n.get("status") for n in simulator.notifications] == [204, 204]
+    # the position is stored after the mail is published (its events go out through the outbox
+    # meanwhile): wait for it rather than read it as the last event arrives
+    newest = str(simulator.mailbox(USER).next_history_id)
+    await until(lambda: _position_is(harness, newest), 60, what="the newest history id stored")
     status = (await harness.account("gmailish"))["status"]
     assert status["state"] == "ok"
-    assert status["folders"][0]["position"]["history_id"] == str(
-        simulator.mailbox(USER).next_history_id)
+    assert status["folders"][0]["position"]["history_id"] == newest
 
 
 async def test_unsigned_or_forged_notifications_are_refused(

@@ -107,7 +107,7 @@ service imap {{
         self.proc = subprocess.Popen(
             [DOVECOT, "-c", str(self.config), "-F"], stdout=subprocess.DEVNULL,
             stderr=open(self.root / "dovecot.stderr", "ab"))
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a bound for a hang: a busy machine starts it slowly
         while True:
             try:
                 with imaplib.IMAP4("127.0.0.1", self.port, timeout=2) as client:

@@ -128,11 +128,11 @@ class NatsServer(ManagedProcess):
 
         return await asyncio.to_thread(self._client_port_open)
 
-    def start(self, timeout: float = 20.0) -> NatsServer:
+    def start(self, timeout: float = 60.0) -> NatsServer:
         super().start(timeout)
         return self
 
-    async def astart(self, timeout: float = 20.0) -> NatsServer:  # noqa: ASYNC109
+    async def astart(self, timeout: float = 60.0) -> NatsServer:  # noqa: ASYNC109
         await super().astart(timeout)
         return self
 

@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import inspect
 import os
+import random
 import shutil
 import signal
 import socket
@@ -53,16 +54,47 @@ STARTUP_SECONDS = 180.0
 fresh clone's first import of every module) on a machine whose cores are busy with other work
 has taken over 30 s; a process that is really stuck still fails, only later."""
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` that is free right now.
+_PORT_FLOOR = 15000  # below: the well-known and registered ports services and tools use
 
-    The OS picks the port; a port already handed out by this process is never returned twice, so two
-    servers started in one test session do not collide with each other.
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel hands out by itself (``bind(0)``, a ``connect()``'s local port)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that is free right now, for a server that binds it later.
+
+    The port is outside the kernel's ephemeral range, so nothing else takes it meanwhile: a port
+    from ``bind(0)`` is one the kernel goes on handing out, to any socket binding port 0 (another
+    server of the test) before ours is up, and measured that way 77 of 200 handed-out ports went
+    to other sockets. A port already handed out by this process is never returned twice.
     """
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
+    low, high = _ephemeral_range()
+    spans = [(a, b) for a, b in ((_PORT_FLOOR, low - 1), (high + 1, 65535)) if b - a >= 1000]
+    for _ in range(200):
+        if spans:
+            a, b = random.choice(spans)
+            port = random.randint(a, b)
+            if not _bindable(host, port):
+                continue
+        else:  # the ephemeral range covers every port: the kernel's choice, as a last resort
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
         with _port_lock:
             if port not in _handed_out_ports:
                 _handed_out_ports.add(port)
@@ -153,11 +185,12 @@ def pid_running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-async def until(check: Callable[[], object], within: float = 10.0, *, what: str = "",
+async def until(check: Callable[[], object], within: float = 60.0, *, what: str = "",
                 interval: float = 0.02) -> Any:
     """Wait, polling every ``interval`` seconds, until ``check()`` (a plain function or one
     returning an awaitable) gives something true, and return it; AssertionError naming
-    ``what`` after ``within`` seconds."""
+    ``what`` after ``within`` seconds. ``within`` bounds a hang, it is no speed check: on a
+    busy 2-core machine a process start or a few NATS round trips can take many seconds."""
     deadline = time.monotonic() + within
     while True:
         value = check()

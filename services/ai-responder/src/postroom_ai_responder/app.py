@@ -6,7 +6,6 @@ API (replies with their audit trail, the review endpoint, the backend's state)."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import uuid
@@ -254,8 +253,9 @@ def build_runtime(
     async def stop(_: ServiceRuntime) -> None:
         for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # not suppress(CancelledError) around `await task`: that would swallow a
+            # cancellation of this stop() as well
+            await asyncio.wait({task})
         if responder.tenants is not None:
             await responder.tenants.stop()
         await guarded.backend.close()

@@ -214,7 +214,8 @@ class LocalBackend:
             raise
 
     async def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        # waited for in a thread: the event loop goes on while a draft's thread stops
+        await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
 
     async def check(self) -> None:
         if self.llama is None:
@@ -257,6 +258,11 @@ class LocalBackend:
             except TimeoutError:
                 stop.set()
                 await asyncio.wait([future], timeout=5)
+                raise
+            except asyncio.CancelledError:
+                # the caller gave up (the service stops, the guard's own time limit): the thread
+                # stops at its next token instead of generating on until the deadline
+                stop.set()
                 raise
         if time.monotonic() > deadline:
             raise TimeoutError(f"the local model took longer than {time_limit:g} s")

@@ -19,7 +19,6 @@ training later needs neither the blob store nor the bus.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -535,8 +534,9 @@ def build_runtime(
     async def stop_tasks(_: ServiceRuntime) -> None:
         for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # not suppress(CancelledError) around `await task`: that would swallow a
+            # cancellation of this stop as well
+            await asyncio.wait({task})
 
     runtime.on_start.append(load_newest)
     runtime.on_started.append(start_tasks)

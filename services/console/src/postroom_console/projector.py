@@ -66,6 +66,17 @@ BATCH_GAP_SECONDS = 0.003
 BATCH_WINDOW_SECONDS = 0.05
 
 
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended, dropping its outcome. A cancellation of the
+    caller meanwhile goes on: ``suppress(CancelledError): await task`` swallowed it, and a
+    projector stopped while a lost lock's task was being cleaned up went on leading or
+    following, with stop() waiting for it forever."""
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" later
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.position = Gauge("postroom_console_projection_position",
@@ -152,9 +163,7 @@ class Projector:
     async def stop(self) -> None:
         for task in (self._lag_task, self._task):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await _cancel(task)
         await self._unsubscribe()
         await self.leadership.release()
 
@@ -194,9 +203,9 @@ class Projector:
             finally:  # also when this task is cancelled (stop): neither may outlive it
                 for task in (run, held):
                     if not task.done():
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await task
+                        await _cancel(task)
+                    elif not task.cancelled():
+                        task.exception()  # retrieved (logged below unless stopping)
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     log.warning("projector lock lost", extra={"error": str(task.exception())})

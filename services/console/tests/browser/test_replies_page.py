@@ -63,7 +63,7 @@ async def test_a_held_draft_is_edited_approved_and_its_delivery_shown(
     await expect(held_row).to_have_count(0)
     await expect(rows).to_have_count(1)
 
-    reviewed = await until(lambda: reviewed_in_stream(bus), 30, what="reply.reviewed")
+    reviewed = await until(lambda: reviewed_in_stream(bus), 60, what="reply.reviewed")
     assert reviewed.reply_id == held_id and reviewed.decision == "approved"
     assert reviewed.reviewed_by == "admin"
     assert reviewed.body_text == "We are checking your order and will answer tomorrow."

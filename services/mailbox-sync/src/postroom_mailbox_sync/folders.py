@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .handlers import Account, FolderState, backoff, horizon
-from .imap import AuthFailed, ConnectionLost, ImapFailure, ImapSession
+from .imap import AuthFailed, ConnectionLost, ImapFailure, ImapSession, cancel_and_wait
 
 log = logging.getLogger("postroom_mailbox_sync")
 
@@ -66,9 +66,8 @@ class FolderWorker:
 
     async def stop(self) -> None:
         if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(BaseException):
-                await self.task
+            # not suppress(BaseException): that would swallow a cancellation of the caller too
+            await cancel_and_wait(self.task)
         self.status.state = "stopped"
 
     def _failed(self, message: str) -> None:

@@ -94,7 +94,7 @@ class ImapSession:
             lost.cancel()
         if task in done:
             return task.result()
-        await _cancel(task)
+        await cancel_and_wait(task)
         if lost in done:
             raise ConnectionLost("the server closed the connection")
         raise TimeoutError(f"no answer within {timeout or self.timeout:g}s")
@@ -235,7 +235,7 @@ class ImapSession:
         finally:
             ack.cancel()
         if not proto.has_pending_idle_command():
-            await _cancel(command)
+            await cancel_and_wait(command)
             raise ImapFailure("the server refused IDLE")
         started = time.monotonic()
         reason = "renew"
@@ -277,7 +277,7 @@ class ImapSession:
                 task.cancel()
 
 
-async def _cancel(task: asyncio.Future[Any]) -> None:
+async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
     """Cancel ``task`` and wait for it to end, dropping its outcome. Unlike
     ``suppress(BaseException): await task``, a cancellation of the caller still propagates."""
     task.cancel()

@@ -46,6 +46,7 @@ from postroom_runtime import ServiceRuntime
 from .accounts import AccountService
 from .config import MailboxSyncSettings
 from .handlers import SIGNATURE_HEADER, TIMESTAMP_HEADER, Account, backoff, check_signature
+from .imap import cancel_and_wait
 from .ingest import Ingestor
 from .metrics import Metrics
 from .store import position, save_position
@@ -143,9 +144,8 @@ class ProviderAccount:
 
     async def stop(self) -> None:
         if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(BaseException):
-                await self.task
+            # not suppress(BaseException): that would swallow a cancellation of the caller too
+            await cancel_and_wait(self.task)
 
     async def run(self) -> None:
         s = self.sync_service.settings
