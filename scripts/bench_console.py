@@ -21,8 +21,13 @@ start; the script waits until it has caught up.
   ``/health`` (uvicorn and FastAPI, no store) and ``/api/v1/session`` (the key's lookup, one
   query). Targets: first page (50 newest), a filtered page (tenant + label), a deep page (the
   cursor 50,000 mails down, got by paging with the API), a subject search that matches one
-  mail in eight, one that matches one mail (served by the trigram index), and the detail of a
-  mail with the whole journey (nine timeline rows).
+  mail in eight, one that matches one mail (served by the trigram index), the sender filter
+  for one mail's From, for one sender of 997 and for nearly every mail (served like the
+  subject since migration 0004), and the detail of a mail with the whole journey (nine
+  timeline rows).
+- **sender query, before and after**: the rare sender's first page as a query on the store
+  from this process (no HTTP), the scan the list ran before migration 0004 (baseline) and the
+  indexed filter the API builds now, interleaved in the same rounds.
 - **WebSocket fan-out**: ``--ws-clients`` clients on ``/api/v1/ws`` (live, no ``since``;
   publishing starts once every client has its ``hello``); ``--ws-events`` events published
   one at a time every ``--ws-interval`` seconds; latency from just before the publish to
@@ -94,6 +99,9 @@ WORDS = {
     "company": ("Contoso", "Fabrikam", "Northwind", "Tailspin"),
 }
 COMMON_QUERY = "invoice"  # every support mail: one in eight
+RARE_SENDER = "Claims.Desk@Rare-Sender.example"  # one mail's From (its envelope: bounces@…)
+RARE_SENDER_QUERY = "claims.desk@rare"
+COMMON_SENDER_QUERY = "someone42@"  # one mail in 997
 FAKE_SHA = "0" * 64
 
 
@@ -123,6 +131,17 @@ class Corpus:
             r -= weight
         return TENANTS[0][0]
 
+    def rare_sender_index(self) -> int:
+        return self.mails * 2 // 3 + 1
+
+    def senders(self, i: int) -> tuple[str, str]:
+        """(From header, envelope sender) of mail ``i``: one of 997 addresses, one mail from
+        ``RARE_SENDER``."""
+        if i == self.rare_sender_index():
+            return RARE_SENDER, "bounces@rare-sender.example"
+        sender = f"someone{i % 997}@sender.example"
+        return sender, sender
+
     def subject(self, i: int) -> str:
         rnd = random.Random(i)
         return SUBJECTS[self.label(i)].format(
@@ -136,13 +155,14 @@ class Corpus:
         key, tenant, label = self.key(i), self.tenant(i), self.label(i)
         at = at or self.start + self.span * (i / max(1, self.mails))
         message_id = f"<{key}@sender.example>"
-        sender = f"someone{i % 997}@sender.example"
+        sender, envelope_sender = self.senders(i)
         raw = BlobRef(bucket="postroom-blobs", key=f"sha256/{FAKE_SHA}", size=4096 + i % 2048,
                       sha256=FAKE_SHA, content_type="message/rfc822")
         full = self.full_every > 0 and i % self.full_every == 0
         received = MailReceived(
             event_id=derive_event_id(key, "mail.received"), occurred_at=at, tenant=tenant,
-            mail_key=key, message_id=message_id, mailbox="orders", envelope_from=sender,
+            mail_key=key, message_id=message_id, mailbox="orders",
+            envelope_from=envelope_sender,
             recipients=[f"orders@{tenant}.example"], header_from=sender,
             subject=self.subject(i), size=raw.size, raw=raw)
         authenticated = MailAuthenticated.caused_by(
@@ -322,6 +342,7 @@ class Target:
     paths: list[str]  # rotated through
     baseline: bool = False
     expect_items: bool = False
+    expect_keys: list[str] | None = None  # exactly these mails
     ttfb: list[float] = field(default_factory=list)
     total: list[float] = field(default_factory=list)
     size: int = 0
@@ -360,12 +381,22 @@ async def measure_ttfb(port: int, corpus: Corpus, requests: int, warmup: int) ->
                    expect_items=True),
             Target(f"list: q={rare} (1 mail)", [f"/api/v1/mails?q={rare}&limit=50"],
                    expect_items=True),
+            Target(f"list: sender={RARE_SENDER_QUERY} (1 mail)",
+                   [f"/api/v1/mails?sender={RARE_SENDER_QUERY}&limit=50"], expect_items=True,
+                   expect_keys=[corpus.key(corpus.rare_sender_index())]),
+            Target(f"list: sender={COMMON_SENDER_QUERY} (1 in 997)",
+                   [f"/api/v1/mails?sender={COMMON_SENDER_QUERY}&limit=50"], expect_items=True),
+            Target("list: sender=sender.example (every mail but one)",
+                   ["/api/v1/mails?sender=sender.example&limit=50"], expect_items=True),
             Target("detail (9 timeline rows)", details),
         ]
         for t in targets:  # every answer is right before anything is timed
             body = await http.json(t.paths[0])
             if t.expect_items and not body["items"]:
                 raise RuntimeError(f"{t.name}: no items")
+            if t.expect_keys is not None and [
+                    m["mail_key"] for m in body["items"]] != t.expect_keys:
+                raise RuntimeError(f"{t.name}: not {t.expect_keys}")
             if t.name.startswith("detail") and len(body["timeline"]) != 9:
                 raise RuntimeError(f"{t.name}: {len(body['timeline'])} timeline rows")
             t.size = len(json.dumps(body))
@@ -383,6 +414,64 @@ async def measure_ttfb(port: int, corpus: Corpus, requests: int, warmup: int) ->
         return targets
     finally:
         await http.close()
+
+
+async def measure_sender_queries(database_url: str, corpus: Corpus, requests: int,
+                                 warmup: int) -> list[Target]:
+    """The rare sender's first page as a query on the console's store, from this process:
+    the scan the list ran before migration 0004 (``lower(header_from) LIKE '%…%' OR
+    lower(envelope_from) LIKE '%…%'``, the baseline) against the filter the API builds now
+    (``Api.search_filter``: on SQLite the FTS5 probe and the query through its rowids, on
+    PostgreSQL the pattern written into the statement for the planner), interleaved."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import func, or_, select
+
+    from postroom_console import store as tables
+    from postroom_console.api import SENDER_SEARCH, Api
+    from postroom_runtime.store import Store
+
+    db = Store(database_url)
+    api = Api.__new__(Api)
+    api.runtime = SimpleNamespace(store=db)  # type: ignore[assignment]
+    m = tables.mails
+    order = (m.c.received_at.desc(), m.c.mail_key.desc())
+    needle = RARE_SENDER_QUERY.lower()
+
+    async def scan() -> list[str]:
+        query = select(m.c.mail_key).where(or_(
+            func.lower(m.c.header_from).contains(needle, autoescape=True),
+            func.lower(m.c.envelope_from).contains(needle, autoescape=True)))
+        async with db.sessions() as session:
+            return list((await session.execute(query.order_by(*order).limit(51))).scalars())
+
+    async def indexed() -> list[str]:
+        query = select(m.c.mail_key).where(
+            await api.search_filter(SENDER_SEARCH, RARE_SENDER_QUERY))
+        async with db.sessions() as session:
+            return list((await session.execute(query.order_by(*order).limit(51))).scalars())
+
+    targets = {scan: Target(f"query: sender={RARE_SENDER_QUERY}, scan (before 0004)", []),
+               indexed: Target(f"query: sender={RARE_SENDER_QUERY}, index (now)", [])}
+    try:
+        want = [corpus.key(corpus.rare_sender_index())]
+        for run, t in targets.items():
+            if await run() != want:
+                raise RuntimeError(f"{t.name}: not {want}")
+        rnd = random.Random(11)
+        for r in range(warmup + requests):
+            runs = list(targets)
+            rnd.shuffle(runs)
+            for run in runs:
+                started = time.perf_counter()
+                await run()
+                if r >= warmup:
+                    targets[run].ttfb.append(time.perf_counter() - started)
+        for t in targets.values():
+            t.total = t.ttfb
+        return list(targets.values())
+    finally:
+        await db.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -555,6 +644,8 @@ async def run_store(args: argparse.Namespace, store: str, nats_url: str, corpus:
         if state.get("failures"):
             raise RuntimeError(f"projection failures: {state['failures'][:3]}")
         targets = await measure_ttfb(port, corpus, args.requests, args.warmup)
+        targets += await measure_sender_queries(database_url, corpus, args.requests,
+                                                args.warmup)
         fanouts = []
         base = corpus.mails + (0 if store == "sqlite" else 100_000)
         for n, clients in enumerate((1, args.ws_clients)):

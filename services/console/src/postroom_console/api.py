@@ -14,6 +14,7 @@ import math
 import time
 import urllib.parse
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +25,7 @@ from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel, Field
-from sqlalchemy import bindparam, func, literal_column, or_, select, text, tuple_, update
+from sqlalchemy import bindparam, false, func, literal_column, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -52,6 +53,7 @@ from .auth import Principal
 from .feed import RESYNC, Broadcaster
 from .handlers import (
     REVIEWABLE,
+    SENDER_SEPARATOR,
     decode_cursor,
     encode_cursor,
     event_summary,
@@ -66,10 +68,27 @@ from .handlers import (
 from .projector import Projector
 
 MAX_PAGE = 500
-SEARCH_FTS_MAX = 500  # SQLite: the FTS5 table serves a subject search with this many matches
+SEARCH_FTS_MAX = 500  # SQLite: the FTS5 table serves a search with at most this many matches
 STATS_FRESH_SECONDS = 2.0
 STATS_IDLE_SECONDS = 30.0
 HTML_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data: cid:; sandbox"
+
+
+@dataclass(frozen=True)
+class TextSearch:
+    """A substring filter of the mail list served by an index: ``mails.<column>`` holds the
+    case-folded text (written by the projector); PostgreSQL: a ``pg_trgm`` GIN index on it;
+    SQLite: the FTS5 trigram table ``fts`` kept by triggers (same rowid as ``mails``)."""
+
+    name: str  # of its bind parameters
+    column: str
+    fts: str
+    separator: str | None = None  # between the parts of the text; never in what is sought
+
+
+SUBJECT_SEARCH = TextSearch("subject", "subject_search", "mails_subject_fts")  # 0002
+SENDER_SEARCH = TextSearch("sender", "sender_search", "mails_sender_fts",  # 0004
+                           separator=SENDER_SEPARATOR)
 
 
 class ApiProblem(Exception):
@@ -192,12 +211,9 @@ class Api:
         if status:
             query = query.where(m.c.status == status)
         if sender:
-            needle = sender.lower()
-            query = query.where(or_(
-                func.lower(m.c.header_from).contains(needle, autoescape=True),
-                func.lower(m.c.envelope_from).contains(needle, autoescape=True)))
+            query = query.where(await self.search_filter(SENDER_SEARCH, sender))
         if q:
-            query = query.where(await self.subject_filter(q))
+            query = query.where(await self.search_filter(SUBJECT_SEARCH, q))
         if since is not None:
             query = query.where(m.c.received_at >= utc(since))
         if until is not None:
@@ -219,32 +235,36 @@ class Api:
             next_cursor = encode_cursor(utc(last["received_at"]), last["mail_key"])
         return {"items": [summary(r) for r in rows], "next_cursor": next_cursor}
 
-    async def subject_filter(self, q: str) -> Any:
-        """``q`` anywhere in the subject, ignoring case (Unicode case folding, the same on
-        both stores). PostgreSQL: the pattern is written into the statement, so the planner
-        sees it and picks the trigram index for a rare term, the keyset walk for a common one
-        (a generic prepared plan would walk for both). SQLite: the FTS5 trigram table when a
-        bounded probe finds at most SEARCH_FTS_MAX matches (then sorting them is cheap), else
-        the walk down ``ix_mails_received``, which stops early for a common term; terms shorter
-        than a trigram always walk."""
-        m = store.mails
-        needle = fold(q) or ""
+    async def search_filter(self, search: TextSearch, term: str) -> Any:
+        """``term`` anywhere in ``search``'s text (the subject; the sender's addresses),
+        ignoring case (Unicode case folding, the same on both stores). PostgreSQL: the
+        pattern is written into the statement, so the planner sees it and picks the trigram
+        index for a rare term, the keyset walk for a common one (a generic prepared plan would
+        walk for both). SQLite: the FTS5 trigram table when a bounded probe finds at most
+        SEARCH_FTS_MAX matches (then sorting them is cheap), else the walk down
+        ``ix_mails_received``, which stops early for a common term; terms shorter than a
+        trigram always walk. A term holding the text's separator, or a NUL (never stored:
+        ``store.fit``; PostgreSQL refuses it in a statement), matches nothing."""
+        needle = fold(term) or ""
+        if "\x00" in needle or (search.separator is not None and search.separator in needle):
+            return false()
         if self.runtime.store.is_sqlite and len(needle) >= 3:
             phrase = '"' + needle.replace('"', '""') + '"'
             async with self.runtime.store.sessions() as session:
                 probe = (await session.execute(text(
-                    "SELECT count(*) FROM (SELECT 1 FROM mails_subject_fts "
-                    "WHERE mails_subject_fts MATCH :phrase LIMIT :most)"),
+                    f"SELECT count(*) FROM (SELECT 1 FROM {search.fts} "
+                    f"WHERE {search.fts} MATCH :phrase LIMIT :most)"),
                     {"phrase": phrase, "most": SEARCH_FTS_MAX + 1})).scalar_one()
             if probe <= SEARCH_FTS_MAX:
                 return literal_column("mails.rowid").in_(
-                    text("SELECT rowid FROM mails_subject_fts "
-                         "WHERE mails_subject_fts MATCH :phrase")
-                    .bindparams(phrase=phrase).columns(literal_column("rowid")))
+                    text(f"SELECT rowid FROM {search.fts} "
+                         f"WHERE {search.fts} MATCH :{search.name}_phrase")
+                    .bindparams(**{f"{search.name}_phrase": phrase})
+                    .columns(literal_column("rowid")))
         pattern = "%" + needle.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
         literal = not self.runtime.store.is_sqlite
-        return m.c.subject_search.like(bindparam("subject_pattern", pattern,
-                                                 literal_execute=literal), escape="/")
+        return store.mails.c[search.column].like(
+            bindparam(f"{search.name}_pattern", pattern, literal_execute=literal), escape="/")
 
     async def mail_detail(self, who: Principal, mail_key: str) -> dict[str, Any]:
         row = await self.mail_row(who, mail_key)

@@ -112,6 +112,17 @@ def fold(text: str | None) -> str | None:
     return None if text is None else text.casefold()
 
 
+SENDER_SEPARATOR = "\n"  # between the two addresses of ``sender_search``; never in a term
+
+
+def sender_fold(header_from: str | None, envelope_from: str | None) -> str | None:
+    """The text the sender search compares: the From header's address and the envelope
+    sender, each case-folded, joined by a line break (which no address holds, so a term
+    matches within one of them, never across both); None when the mail has neither."""
+    parts = [a.casefold() for a in (header_from, envelope_from) if a is not None]
+    return SENDER_SEPARATOR.join(parts) if parts else None
+
+
 def mail_key_of(msg: Incoming) -> str | None:
     return msg.headers.get(contract_headers.MAIL_KEY)
 
@@ -133,8 +144,8 @@ def new_mail(mail_key: str, tenant: str, at: datetime) -> dict[str, Any]:
     return {
         "mail_key": mail_key, "tenant": tenant, "message_id": None, "source": None,
         "mailbox": None, "envelope_from": None, "header_from": None, "recipients": [],
-        "subject": None, "subject_search": None, "received_at": at, "size": None, "raw": None,
-        "status": "received",
+        "subject": None, "subject_search": None, "sender_search": None, "received_at": at,
+        "size": None, "raw": None, "status": "received",
         "label": None, "confidence": None, "scores": None, "model_version": None,
         "spam_score": None, "processor_id": None, "classified_at": None, "classify_ms": None,
         "corrected_label": None, "corrected_by": None, "trace_id": None,
@@ -330,6 +341,7 @@ def apply(batch: Batch, msg: Incoming) -> str | None:
         _failure(batch, msg, mail_key, error)
     if error is None and row["tenant"] == tenant:
         row["subject_search"] = fold(row["subject"])
+        row["sender_search"] = sender_fold(row["header_from"], row["envelope_from"])
         row["last_sequence"] = msg.sequence
         row["updated_at"] = max(utc(row["updated_at"]) or occurred, occurred)
         batch.mails[mail_key] = row

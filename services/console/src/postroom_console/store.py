@@ -48,6 +48,10 @@ mails = Table(
     # served by a pg_trgm GIN index (PostgreSQL) or the FTS5 trigram table mails_subject_fts
     # kept by triggers (SQLite); both made by migration 0002
     Column("subject_search", Text, nullable=True),
+    # the sender filter's text, kept by the projector: the From header's address and the
+    # envelope sender, each case-folded, joined by "\n" (handlers.sender_fold); indexed as
+    # subject_search is (pg_trgm GIN index or the FTS5 table mails_sender_fts; migration 0004)
+    Column("sender_search", Text, nullable=True),
     # mail.received's occurred_at; until it is seen, the first event's (keyset order: not null)
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("size", BigInteger, nullable=True),
