@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dockerimage import DOCKERFILE, DOCKERFILE_REL, compose_build_args, image
 from ruamel.yaml import YAML
 
-from dockerimage import DOCKERFILE, DOCKERFILE_REL, compose_build_args, image
 from postroom_contracts import BY_TYPE, CATALOGUE, subject_filter
 from postroom_contracts.catalogue import (
     ASYNCAPI_FILE,
