@@ -6,7 +6,9 @@ No Docker engine and no cluster are needed:
   ``vendor.compose-spec``), plus what a user of the stack relies on (every service is there,
   waits for healthy NATS and PostgreSQL, is health-checked, runs locked down);
 * the NATS config with the venv's nats-server (``-t``), with ``sync_interval: always``;
-* the Dockerfiles' structure, and their ``uv sync`` steps replayed on a copy of exactly the
+* the one service Dockerfile (deploy/docker/Dockerfile): its structure, the image each
+  compose service's build args make of it (ports, environment, entry point: its launcher is run
+  for real), and its ``uv sync`` steps replayed for every service on a copy of exactly the
   files the Dockerfile copies;
 * the Helm chart rendered by Helm's own Go SDK (helm-python-sdk, no helm binary) in several
   value variants, linted strictly, and every manifest validated by kubernetes-validate in
@@ -15,12 +17,15 @@ No Docker engine and no cluster are needed:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
+import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -30,6 +35,16 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from dockerimage import (
+    DOCKERFILE,
+    DOCKERFILE_REL,
+    compose_build_args,
+    expand,
+    image,
+    instructions,
+    stage_variables,
+    stages,
+)
 from ruamel.yaml import YAML
 
 from postroom_contracts.services import registered
@@ -84,7 +99,15 @@ def venv_tool(name: str) -> Path:
 
 
 def dockerized_services() -> list[str]:
-    return sorted(p.parent.name for p in (ROOT / "services").glob("*/Dockerfile"))
+    """The compose services built from the one Dockerfile."""
+    return sorted(name for name, svc in compose_services().items()
+                  if compose_build_args(svc) is not None)
+
+
+def build_args(name: str) -> dict[str, str]:
+    args = compose_build_args(compose_services()[name])
+    assert args is not None, f"docker-compose.yml: {name} is not built from {DOCKERFILE_REL}"
+    return args
 
 
 def workspace_members() -> list[Path]:
@@ -136,15 +159,16 @@ def test_compose_spec_check_rejects_a_broken_file(tmp_path: Path) -> None:
     assert "healthy" in result.stdout + result.stderr
 
 
-def test_every_dockerized_service_is_in_compose() -> None:
+def test_every_registered_service_is_built_from_the_one_dockerfile() -> None:
     services = compose_services()
-    assert dockerized_services() == sorted(SERVICE_PORTS), "a Dockerfile without a registered spec"
+    assert DOCKERFILE.is_file()
+    assert dockerized_services() == sorted(SERVICE_PORTS), (
+        f"the compose services built from {DOCKERFILE_REL} are not the registered ones")
     for name in dockerized_services():
-        assert name in services, f"services/{name} has a Dockerfile but no compose service"
-        build = services[name]["build"]
-        assert build["context"] == "."
-        assert build["dockerfile"] == f"services/{name}/Dockerfile"
-        assert (ROOT / build["dockerfile"]).is_file()
+        assert services[name]["build"]["context"] == "."
+    others = sorted(p.relative_to(ROOT).as_posix() for pattern in (
+        "Dockerfile", "services/*/Dockerfile", "libs/*/Dockerfile") for p in ROOT.glob(pattern))
+    assert not others, f"one Dockerfile serves every service; found {others} too"
 
 
 @pytest.mark.parametrize("name", sorted(SERVICE_PORTS))
@@ -386,80 +410,176 @@ def test_env_example_documents_every_setting_the_code_reads() -> None:
 # ------------------------------------------------------------------------------ Dockerfiles
 
 
-def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
-    out: list[tuple[str, str]] = []
-    buffer = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not buffer and (not line or line.startswith("#")):
-            continue
-        if line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            buffer += line[:-1] + " "
-            continue
-        buffer += line
-        keyword, _, args = buffer.partition(" ")
-        out.append((keyword.upper(), args.strip()))
-        buffer = ""
-    assert not buffer, f"{path}: dangling line continuation"
-    return out
+def dockerfile() -> list[tuple[str, str]]:
+    return instructions(DOCKERFILE.read_text())
 
 
-def stages(instructions: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
-    result: list[list[tuple[str, str]]] = []
-    for ins in instructions:
-        if ins[0] == "FROM":
-            result.append([])
-        if result:
-            result[-1].append(ins)
-    return result
+def declared_args() -> set[str]:
+    return {a.split("=", 1)[0] for k, a in dockerfile() if k == "ARG"}
 
 
-@pytest.mark.parametrize("name", dockerized_services())
-def test_dockerfile_builds_from_the_lock_and_runs_unprivileged(name: str) -> None:
-    path = ROOT / "services" / name / "Dockerfile"
-    instructions = dockerfile_instructions(path)
-    args = {a.split("=", 1)[0]: a.split("=", 1)[1] for k, a in instructions if k == "ARG"}
-    build, runtime = stages(instructions)[0], stages(instructions)[-1]
-    assert len(stages(instructions)) >= 2, "multi-stage build expected"
-    for stage in (build, runtime):
-        image = stage[0][1].split()[0]
-        image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
-        assert image == "python:3.11-slim"
+def uv_syncs(stage: list[tuple[str, str]]) -> list[str]:
+    return [a for k, a in stage if k == "RUN" and "uv sync" in a]
+
+
+def test_dockerfile_builds_from_the_lock_and_runs_unprivileged() -> None:
+    parsed = dockerfile()
+    assert len(stages(parsed)) >= 2, "multi-stage build expected"
+    build, runtime = stages(parsed)[0], stages(parsed)[-1]
+    for args in ({}, build_args(dockerized_services()[0])):
+        assert image(args).base == "python:3.11-slim"
+    assert build[0][1].split()[0] == runtime[0][1].split()[0], "one base image for both stages"
 
     copies = [a for k, a in build if k == "COPY"]
     assert any(
         re.fullmatch(r"--from=ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+ /uv /bin/uv", c) for c in copies
     ), "pin the uv image by version"
-    runs = [a for k, a in build if k == "RUN"]
     first_sync = next(i for i, (k, a) in enumerate(build) if k == "RUN" and "uv sync" in a)
-    early = " ".join(a for k, a in build[:first_sync] if k == "COPY")
-    assert "uv.lock" in early and "pyproject.toml" in early
+    early = [shlex.split(a) for k, a in build[:first_sync]
+             if k == "COPY" and not a.startswith("--from")]
+    early_sources = {source for *sources, _ in early for source in sources}
+    assert {"uv.lock", "pyproject.toml"} <= early_sources
     for member in workspace_members():
         rel = member.relative_to(ROOT).as_posix()
-        assert f"{rel}/pyproject.toml" in early, (
-            f"{path}: copy {rel}/pyproject.toml with the other workspace members before uv sync"
-        )
-    package = tomllib.loads((ROOT / "services" / name / "pyproject.toml").read_text())
-    package_name = package["project"]["name"]
-    assert package_name == f"postroom-{name}"
-    syncs = [r for r in runs if "uv sync" in r]
-    assert syncs and all(f"uv sync --frozen --no-dev --package {package_name}" in r for r in syncs)
+        assert f"{rel}/pyproject.toml" in early_sources, (
+            f"{DOCKERFILE_REL}: copy {rel}/pyproject.toml with the other workspace members "
+            "before uv sync")
+    # only manifests before the dependency layer: a source file there would rebuild it
+    assert all(Path(s).name in ("uv.lock", "pyproject.toml") for s in early_sources), early
+    later = " ".join(a for k, a in build[first_sync:] if k == "COPY")
+    assert "services/${SERVICE}/" in later and "libs/" in later
 
-    http_port, other_ports = SERVICE_PORTS[name]
+    syncs = uv_syncs(build)
+    assert len(syncs) == 2
+    assert all('uv sync --frozen --no-dev --package "$SERVICE_PACKAGE"' in r for r in syncs)
+    assert "--no-install-workspace" in syncs[0], "the first sync installs third parties only"
+    assert "--no-editable" in syncs[1], "the runtime image gets no link to /src"
+    assert 'test -x "/app/.venv/bin/$SERVICE_SCRIPT"' in syncs[1]
+
+    assert [a for k, a in runtime if k == "COPY"] == ["--from=build /app/.venv /app/.venv"]
     users = [a for k, a in runtime if k == "USER"]
     assert users and users[-1].split(":")[0] == str(RUN_AS)
-    exposed = {int(p.split("/")[0]) for k, a in runtime if k == "EXPOSE" for p in a.split()}
-    assert exposed == {http_port} | other_ports
-    env = " ".join(a for k, a in runtime if k == "ENV")
-    assert f"HTTP_PORT={http_port}" in env and f"OTEL_SERVICE_NAME={name}" in env
     health = next(a for k, a in runtime if k == "HEALTHCHECK")
     assert "python" in health and "/health" in health and "127.0.0.1" in health
+    assert "os.environ['HTTP_PORT']" in health, "exec form: the port comes from the ENV"
     entrypoint = next(a for k, a in runtime if k == "ENTRYPOINT")
-    assert entrypoint == f'["{package_name}"]'
-    assert package_name in package["project"]["scripts"]
+    assert isinstance(json.loads(entrypoint), list), "exec form: no shell between runtime and it"
+
+
+@pytest.mark.parametrize("name", sorted(SERVICE_PORTS))
+def test_service_build_args_name_its_package_script_and_ports(name: str) -> None:
+    args = build_args(name)
+    unknown = sorted(set(args) - declared_args())
+    assert not unknown, f"{name}: build args {unknown} are no ARG of {DOCKERFILE_REL}"
+    assert args["SERVICE"] == name
+    folder = ROOT / "services" / args["SERVICE"]
+    assert folder in workspace_members(), f"services/{name} is no workspace member"
+    project = tomllib.loads((folder / "pyproject.toml").read_text())["project"]
+    assert args["SERVICE_PACKAGE"] == project["name"]
+    assert args["SERVICE_SCRIPT"] in project.get("scripts", {}), (
+        f"{name}: {project['name']} has no console script {args['SERVICE_SCRIPT']}")
+
+    img = image(args)
+    http_port, other_ports = SERVICE_PORTS[name]
+    assert img.exposed == {http_port} | other_ports
+    assert img.env["HTTP_PORT"] == str(http_port)
+    assert img.env["OTEL_SERVICE_NAME"] == name
+    assert img.env["HTTP_HOST"] == "0.0.0.0"
+    assert img.env["BLOB_BACKEND"] == "nats"
+    assert img.env["POSTROOM_SERVICE_SCRIPT"] == args["SERVICE_SCRIPT"]
+    assert img.user.split(":")[0] == str(RUN_AS)
+    volumes = {str(v).split(":")[1] for v in compose_services()[name].get("volumes", [])}
+    for directory in args.get("STATE_DIRS", "").split():
+        assert directory in volumes, f"{name}: STATE_DIRS {directory} is no volume of its own"
+
+
+LAUNCH_PROBE = """#!{python}
+import json, os, signal, sys
+if sys.argv[1:] == ["--wait-for-sigterm"]:
+    signal.signal(signal.SIGTERM, lambda *_: (print("terminated", flush=True), sys.exit(0)))
+    print("ready", flush=True)
+    while True:
+        signal.pause()
+print(json.dumps({{"pid": os.getpid(), "argv": sys.argv[1:], "env": dict(os.environ)}}))
+"""
+
+
+def launch(name: str, tmp_path: Path, argv: list[str],
+           extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start the image's ENTRYPOINT as a container runtime would (its ENV, then the
+    environment compose or Helm adds), with a probe in place of the service's script."""
+    img = image(build_args(name))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    probe = bin_dir / img.env["POSTROOM_SERVICE_SCRIPT"]
+    probe.write_text(LAUNCH_PROBE.format(python=sys.executable))
+    probe.chmod(0o755)
+    env = {**img.env, "PATH": f"{bin_dir}:{os.environ['PATH']}", **(extra_env or {})}
+    return subprocess.Popen([*img.entrypoint, *argv], env=env, text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def service_env_defaults(name: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in build_args(name).get("SERVICE_ENV", "").split())
+
+
+@pytest.mark.parametrize("name", sorted(SERVICE_PORTS))
+def test_entrypoint_execs_the_service_with_its_default_environment(
+    name: str, tmp_path: Path
+) -> None:
+    proc = launch(name, tmp_path, ["--flag", "a b"])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    seen = json.loads(out)
+    assert seen["pid"] == proc.pid, "the launcher must exec the service (PID 1 in the container)"
+    assert seen["argv"] == ["--flag", "a b"]
+    defaults = service_env_defaults(name)
+    for variable, value in defaults.items():
+        assert seen["env"][variable] == value
+    for port in next(s for s in registered() if s.name == name).ports:
+        assert seen["env"].get(port.env) == str(port.container), (
+            f"{name}: the image must default {port.env} to {port.container}")
+    if defaults:
+        # the environment compose or Helm sets wins over the image's defaults, even empty
+        variable = next(iter(defaults))
+        proc = launch(name, tmp_path, [], {variable: ""})
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert json.loads(out)["env"][variable] == ""
+
+
+def test_entrypoint_hands_sigterm_to_the_service(tmp_path: Path) -> None:
+    proc = launch("smtp-ingress", tmp_path, ["--wait-for-sigterm"])
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        # a shell left in between dies of the signal and leaves the service running
+        assert proc.wait(timeout=60) == 0, "SIGTERM did not reach the service"
+        assert proc.stdout.readline().strip() == "terminated"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its session: the launcher and the probe
+        proc.communicate()
+
+
+def test_the_build_refuses_arguments_the_image_could_not_use() -> None:
+    """Replay the runtime stage's check of HTTP_PORT and SERVICE_ENV with each service's
+    args (they pass) and with broken ones (the build fails)."""
+    runtime = stages(dockerfile())[-1]
+    (check,) = [a for k, a in runtime if k == "RUN" and "SERVICE_ENV" in a]
+
+    def build(args: dict[str, str]) -> int:
+        env = {"PATH": os.environ["PATH"], **{k: "" for k in declared_args()}, **args,
+               "STATE_DIRS": ""}  # creating them needs root; their use is checked above
+        return run(["sh", "-c", check], env=env).returncode
+
+    for name in sorted(SERVICE_PORTS):
+        assert build(build_args(name)) == 0, name
+    good = build_args("smtp-ingress")
+    for broken in ({"HTTP_PORT": ""}, {"HTTP_PORT": "80a"}, {"SERVICE_ENV": "SMTP_PORT"},
+                   {"SERVICE_ENV": "SMTP-PORT=1"}, {"SERVICE_ENV": "A=1 =2"}):
+        assert build({**good, **broken}) != 0, broken
 
 
 def dockerignored(rel: str, patterns: list[str]) -> bool:
@@ -511,15 +631,18 @@ def test_dockerignore_keeps_secrets_and_local_state_out_but_not_the_sources() ->
         assert not dockerignored(rel, patterns), f"{rel} is needed by the build"
 
 
-@pytest.mark.parametrize("name", dockerized_services())
+@pytest.mark.parametrize("name", sorted(SERVICE_PORTS))
 def test_dockerfile_uv_steps_install_the_service(name: str, tmp_path: Path) -> None:
-    """Replay the build stage's COPY and `uv sync` steps on a scratch copy of the files
-    the Dockerfile copies: a member missing from the early COPYs, a wrong package name or a
-    lock out of step with the pyproject files fails here instead of in `docker build`."""
+    """Replay the build stage's COPY and `uv sync` steps, with the service's build args, on a
+    scratch copy of the files the Dockerfile copies: a member missing from the early COPYs, a
+    wrong package or script name or a lock out of step with the pyproject files fails here
+    instead of in `docker build`."""
     uv = shutil.which("uv")
     if uv is None:
         pytest.skip("uv is not on PATH")
-    instructions = stages(dockerfile_instructions(ROOT / "services" / name / "Dockerfile"))[0]
+    args = build_args(name)
+    parsed = dockerfile()
+    build = stages(parsed)[0]
     patterns = dockerignore_patterns()
     context = tmp_path / "src"
     context.mkdir()
@@ -532,9 +655,11 @@ def test_dockerfile_uv_steps_install_the_service(name: str, tmp_path: Path) -> N
         "UV_NO_PROGRESS": "1",
     }
     env.pop("VIRTUAL_ENV", None)
-    for keyword, args in instructions:
-        if keyword == "COPY" and not args.startswith("--from"):
-            *sources, dest = shlex.split(args)
+    synced = 0
+    for i, (keyword, text) in enumerate(build):
+        scope = stage_variables(build, i, parsed, args)
+        if keyword == "COPY" and not text.startswith("--from"):
+            *sources, dest = (expand(word, scope) for word in shlex.split(text))
             for source in sources:
                 target = context / (dest if dest not in ("./", ".") else "")
                 src = ROOT / source
@@ -549,14 +674,24 @@ def test_dockerfile_uv_steps_install_the_service(name: str, tmp_path: Path) -> N
                     out = target / src.name if dest.endswith("/") else context / dest
                     out.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(src, out)
-        elif keyword == "RUN" and "uv sync" in args:
-            command = args[args.index("uv sync") :]
+        elif keyword == "RUN" and "uv sync" in text:
+            command = text[text.index("uv sync"):].split("&&")[0]
+            words = [expand(word, scope) for word in shlex.split(command)]
             # a package built from source (llama-cpp-python) comes from uv's cache once the
             # project's own sync built it; should the cache not have it, building takes minutes
-            result = run([uv, *shlex.split(command)[1:]], cwd=context, env=env, timeout=1200)
-            assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
-    assert (venv / "bin" / f"postroom-{name}").exists(), "the ENTRYPOINT script is missing"
+            build_env = {**env, **{k: v for k, v in scope.items() if k in declared_args()}}
+            result = run([uv, *words[1:]], cwd=context, env=build_env, timeout=1200)
+            assert result.returncode == 0, f"{words}\n{result.stdout}{result.stderr}"
+            synced += 1
+    assert synced == 2
+    assert (venv / "bin" / args["SERVICE_SCRIPT"]).exists(), "the ENTRYPOINT script is missing"
     assert not (venv / "bin" / "pytest").exists(), "dev dependencies leaked into the image"
+    if list(venv.glob("lib/python*/site-packages/llama_cpp")):
+        # llama-cpp-python is compiled in the build stage: portable, with a compiler, and its
+        # OpenMP runtime in the image
+        assert "-DGGML_NATIVE=OFF" in args.get("CMAKE_ARGS", "").split()
+        assert {"build-essential", "cmake"} <= set(args.get("BUILD_APT_PACKAGES", "").split())
+        assert "libgomp1" in args.get("RUNTIME_APT_PACKAGES", "").split()
 
 
 # ------------------------------------------------------------------------------- Helm chart

@@ -2,7 +2,8 @@
 
 Every folder under services/ must register a :class:`ServiceSpec`, and every registered service
 must be wired into each place that deploys, starts or documents it: the workspace, its settings
-and code, its Dockerfile, docker-compose.yml and the observability layer, the Helm values, the
+and code, its image (the one Dockerfile with its compose build args), docker-compose.yml and
+the observability layer, the Helm values, the
 PostgreSQL init script, .env.example, the embedded stack, the event catalogue (AsyncAPI) and
 DEVELOPERS.md. Each ``check_*`` takes the file's content, so the tests at the bottom can feed it
 a copy with one service left out and show that the failure names that service.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dockerimage import DOCKERFILE, DOCKERFILE_REL, compose_build_args, image
 from ruamel.yaml import YAML
 
 from postroom_contracts import BY_TYPE, CATALOGUE, subject_filter
@@ -126,24 +128,35 @@ def check_workspace(specs: tuple[ServiceSpec, ...], folders: list[str],
     return problems
 
 
-def check_dockerfile(spec: ServiceSpec, text: str | None) -> list[str]:
+def check_image(spec: ServiceSpec, compose: dict[str, Any], dockerfile: str) -> list[str]:
+    """The image docker-compose.yml builds for the service: the one Dockerfile with its build
+    args (folder, package, console script, ports), read as BuildKit would."""
     name = spec.name
-    if text is None:
-        return [f"{name}: services/{name}/Dockerfile is missing"]
+    args = compose_build_args((compose.get("services") or {}).get(name) or {})
+    if args is None:
+        return [f"{name}: docker-compose.yml must build it from {DOCKERFILE_REL} with its build "
+                "args"]
     problems: list[str] = []
-    joined = re.sub(r"\\\n", " ", text)
-    exposed = {int(p.split("/")[0]) for line in re.findall(r"^EXPOSE (.+)$", joined, re.M)
-               for p in line.split()}
+    expected_args = {"SERVICE": name, "SERVICE_PACKAGE": spec.package,
+                     "SERVICE_SCRIPT": spec.package, "HTTP_PORT": str(spec.http_port)}
+    for arg, value in expected_args.items():
+        if args.get(arg) != value:
+            problems.append(f"{name}: build arg {arg}={value} expected (has {args.get(arg)!r})")
+    img = image(args, dockerfile)
     expected = {spec.http_port} | {p.container for p in spec.ports}
-    if exposed != expected:
-        problems.append(f"{name}: Dockerfile EXPOSE {sorted(exposed)}, expected {sorted(expected)}")
-    env = " ".join(re.findall(r"^ENV (.+)$", joined, re.M))
+    if img.exposed != expected:
+        problems.append(f"{name}: the image EXPOSEs {sorted(img.exposed)}, expected "
+                        f"{sorted(expected)} (build args HTTP_PORT, EXTRA_PORTS)")
+    defaults = dict(pair.split("=", 1) for pair in img.env.get("POSTROOM_SERVICE_ENV", "").split()
+                    if "=" in pair)
+    environment = {**defaults, **img.env}
     for variable, value in [("OTEL_SERVICE_NAME", name), ("HTTP_PORT", spec.http_port),
                             *((p.env, p.container) for p in spec.ports)]:
-        if not re.search(rf"\b{variable}={value}(\s|$)", env):
-            problems.append(f"{name}: Dockerfile must set ENV {variable}={value}")
-    if f'ENTRYPOINT ["{spec.package}"]' not in joined:
-        problems.append(f'{name}: Dockerfile must end in ENTRYPOINT ["{spec.package}"]')
+        if environment.get(variable) != str(value):
+            problems.append(f"{name}: the image must set {variable}={value} (has "
+                            f"{environment.get(variable)!r}; build arg SERVICE_ENV for a port's)")
+    if img.env.get("POSTROOM_SERVICE_SCRIPT") != spec.package:
+        problems.append(f"{name}: the image's entry point must run {spec.package}")
     return problems
 
 
@@ -162,18 +175,17 @@ def check_compose(specs: tuple[ServiceSpec, ...], compose: dict[str, Any]) -> li
     services = compose.get("services", {})
     names = {spec.name for spec in specs}
     for other, svc in services.items():
-        dockerfile = str((svc.get("build") or {}).get("dockerfile", ""))
-        if dockerfile.startswith("services/") and other not in names:
-            problems.append(f"docker-compose.yml: {other} is built from {dockerfile} but is not a "
-                            "registered service")
+        if compose_build_args(svc) is not None and other not in names:
+            problems.append(f"docker-compose.yml: {other} is built from {DOCKERFILE_REL} but is "
+                            "not a registered service")
     for spec in specs:
         name = spec.name
         svc = services.get(name)
         if svc is None:
             problems.append(f"docker-compose.yml: service {name} is missing")
             continue
-        if (svc.get("build") or {}).get("dockerfile") != f"services/{name}/Dockerfile":
-            problems.append(f"docker-compose.yml: {name} must build services/{name}/Dockerfile")
+        if compose_build_args(svc) is None:
+            problems.append(f"docker-compose.yml: {name} must be built from {DOCKERFILE_REL}")
         env = env_of(svc)
         expected = {"OTEL_SERVICE_NAME": name, "HTTP_PORT": str(spec.http_port),
                     **{p.env: str(p.container) for p in spec.ports}}
@@ -379,11 +391,6 @@ def real_pyprojects() -> dict[str, dict[str, Any]]:
             for folder in service_folders()}
 
 
-def real_dockerfile(name: str) -> str | None:
-    path = SERVICES_DIR / name / "Dockerfile"
-    return path.read_text() if path.is_file() else None
-
-
 def stack_services() -> tuple[Any, ...]:
     from postroom_cli.services import SERVICES
 
@@ -394,8 +401,8 @@ PLACES: dict[str, Callable[[tuple[ServiceSpec, ...]], list[str]]] = {
     "workspace": lambda specs: check_workspace(
         specs, service_folders(), tomllib.loads((ROOT / "pyproject.toml").read_text()),
         real_pyprojects()),
-    "dockerfile": lambda specs: [p for s in specs for p in check_dockerfile(
-        s, real_dockerfile(s.name))],
+    "image": lambda specs: [p for s in specs for p in check_image(
+        s, load_yaml(COMPOSE), DOCKERFILE.read_text())],
     "compose": lambda specs: check_compose(specs, load_yaml(COMPOSE)),
     "compose-observability": lambda specs: check_observability(
         specs, load_yaml(COMPOSE_OBSERVABILITY)),
@@ -499,8 +506,10 @@ def _without_service(place: str, name: str) -> list[str]:
         return check_workspace(others, service_folders(),
                                tomllib.loads((ROOT / "pyproject.toml").read_text()),
                                real_pyprojects())
-    if place == "dockerfile":
-        return check_dockerfile(spec, None)
+    if place == "image":
+        doc = copy.deepcopy(load_yaml(COMPOSE))
+        del doc["services"][name]["build"]["args"]
+        return check_image(spec, doc, DOCKERFILE.read_text())
     if place in ("compose", "compose-observability"):
         doc = copy.deepcopy(load_yaml(COMPOSE if place == "compose" else COMPOSE_OBSERVABILITY))
         del doc["services"][name]
@@ -555,9 +564,9 @@ def test_an_unregistered_service_in_a_deployment_file_is_named() -> None:
     assert check_helm_values(SPECS, values) == [
         "Helm values: component ghost is not a registered service"]
     compose = copy.deepcopy(load_yaml(COMPOSE))
-    compose["services"]["ghost"] = {"build": {"dockerfile": "services/ghost/Dockerfile"}}
+    compose["services"]["ghost"] = {"build": {"dockerfile": DOCKERFILE_REL}}
     assert check_compose(SPECS, compose) == [
-        "docker-compose.yml: ghost is built from services/ghost/Dockerfile but is not a "
+        f"docker-compose.yml: ghost is built from {DOCKERFILE_REL} but is not a "
         "registered service"]
     assert check_postgres_init(SPECS, POSTGRES_INIT.read_text() + "CREATE DATABASE ghost;\n") == [
         "deploy/postgres/init.sql: database ghost belongs to no registered service"]
@@ -570,6 +579,16 @@ def test_a_wrong_port_or_durable_name_is_caught() -> None:
     env[smtp.ports[0].env] = "2526"
     assert any(f"{smtp.ports[0].env}={smtp.ports[0].container}" in p
                for p in check_compose(SPECS, compose))
+    args = compose["services"][smtp.name]["build"]["args"]
+    args["SERVICE_ENV"] = args["SERVICE_ENV"].replace(str(smtp.ports[0].container), "2526")
+    del args["EXTRA_PORTS"]
+    problems = check_image(smtp, compose, DOCKERFILE.read_text())
+    assert any("EXPOSEs" in p and str(smtp.ports[0].container) in p for p in problems)
+    assert any(f"{smtp.ports[0].env}={smtp.ports[0].container}" in p for p in problems)
+    other = next(s for s in SPECS if s.name != smtp.name)
+    compose["services"][other.name]["build"]["args"]["SERVICE_PACKAGE"] = smtp.package
+    assert any(f"SERVICE_PACKAGE={other.package}" in p
+               for p in check_image(other, compose, DOCKERFILE.read_text()))
     consumer = next(s for s in SPECS if s.consumes)
     doc = asyncapi_document(SPECS)
     durable = consumer.consumes[0].durable
