@@ -84,7 +84,9 @@ def free_port(host: str = "127.0.0.1") -> int:
     to other sockets. A port already handed out by this process is never returned twice.
     """
     low, high = _ephemeral_range()
-    spans = [(a, b) for a, b in ((_PORT_FLOOR, low - 1), (high + 1, 65535)) if b - a >= 1000]
+    # below the ephemeral range first: a port there leaves room above it for a run of ports
+    # from it (`postroom up --http-port-base` takes at most 65000, and adds offsets)
+    spans = [(a, b) for a, b in ((_PORT_FLOOR, low - 1), (high + 1, 64000)) if b - a >= 1000][:1]
     for _ in range(200):
         if spans:
             a, b = random.choice(spans)
