@@ -21,7 +21,7 @@ from postroom_runtime.store import utcnow
 
 from .config import MailboxSyncSettings
 from .folders import FolderWorker
-from .handlers import Account, AccountIn, AccountPatch, FolderState
+from .handlers import Account, AccountIn, AccountPatch, FolderState, default_port
 from .ingest import Ingested, Ingestor
 from .metrics import Metrics
 from .store import (
@@ -209,8 +209,7 @@ class AccountService:
             "flag": row.flag, "move_to": row.move_to, "since": row.since,
             "enabled": row.enabled, "password": None, "oauth_token": None,
             "webhook_secret": None}
-        default_port = 443 if row.kind == "provider" else 993 if row.security == "ssl" else 143
-        if row.port == default_port:
+        if row.port == default_port(row.kind, row.security):
             current["port"] = None  # the default: a new security brings its own
         credentials = patch.model_fields_set & {"password", "oauth_token"}
         try:

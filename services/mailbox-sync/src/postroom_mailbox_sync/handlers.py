@@ -20,6 +20,16 @@ from postroom_contracts import is_tenant_slug
 Security = Literal["ssl", "starttls", "none"]
 
 
+FLAG_PATTERN = r"^\\?[A-Za-z$][A-Za-z0-9_$-]{0,62}$"  # an IMAP flag or keyword
+
+
+def default_port(kind: str, security: str) -> int:
+    """An account's port when it names none: HTTPS for a provider, else IMAPS or IMAP."""
+    if kind == "provider":
+        return 443
+    return 993 if security == "ssl" else 143
+
+
 class AccountIn(BaseModel):
     """An account as ``POST /api/v1/accounts`` and ``postroom mailboxes add`` take it."""
 
@@ -49,7 +59,7 @@ class AccountIn(BaseModel):
     folders: list[str] = Field(default_factory=lambda: ["INBOX"], min_length=1)
     mode: Literal["auto", "idle", "poll"] = "auto"
     mark_seen: bool = False
-    flag: str | None = Field(default=None, pattern=r"^\\?[A-Za-z$][A-Za-z0-9_$-]{0,62}$",
+    flag: str | None = Field(default=None, pattern=FLAG_PATTERN,
                              description="Flag set after ingest, e.g. $Postroom or \\Flagged")
     move_to: str | None = Field(default=None, min_length=1, max_length=255)
     since: datetime | date | None = Field(
@@ -82,9 +92,7 @@ class AccountIn(BaseModel):
 
     @property
     def default_port(self) -> int:
-        if self.kind == "provider":
-            return 443
-        return 993 if self.security == "ssl" else 143
+        return default_port(self.kind, self.security)
 
     def derived_id(self) -> str:
         digest = hashlib.sha256(
@@ -122,7 +130,7 @@ class AccountPatch(BaseModel):
     folders: list[str] | None = Field(default=None, min_length=1)
     mode: Literal["auto", "idle", "poll"] | None = None
     mark_seen: bool | None = None
-    flag: str | None = Field(default=None, pattern=r"^\\?[A-Za-z$][A-Za-z0-9_$-]{0,62}$")
+    flag: str | None = Field(default=None, pattern=FLAG_PATTERN)
     move_to: str | None = Field(default=None, min_length=1, max_length=255)
     since: datetime | date | None = None
     enabled: bool | None = None
