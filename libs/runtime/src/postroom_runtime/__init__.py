@@ -8,6 +8,7 @@ from .logs import mail_key_var, setup_logging
 from .service import ServiceRuntime, run
 from .settings import ConfigError, RuntimeSettings, load_settings
 from .store import Store, add_runtime_tables, create_runtime_tables
+from .tasks import cancel_and_wait
 from .tenants import TenantRegistry, load_seed, seed_tenants
 from .workers import ProcessPool, WorkerDied
 
@@ -16,7 +17,8 @@ __all__ = [
     "DeliveryPolicy", "FilesystemBlobStore", "NatsBlobStore", "Outbox", "OutboxRelay",
     "PoisonMessage", "ProcessPool", "RuntimeSettings", "ServiceRuntime", "Store",
     "TenantRegistry", "WorkerDied",
-    "add_runtime_tables", "backoff_delay", "build_http_app", "create_runtime_tables",
+    "add_runtime_tables", "backoff_delay", "build_http_app", "cancel_and_wait",
+    "create_runtime_tables",
     "event_headers", "load_seed", "load_settings", "mail_key_var", "problem",
     "provision_streams", "publish_event", "run", "seed_tenants", "setup_logging",
 ]

@@ -26,7 +26,7 @@ from postroom_contracts import (
     ReplyReviewed,
     derive_event_id,
 )
-from postroom_runtime import Outbox, ServiceRuntime, TenantRegistry, load_settings
+from postroom_runtime import Outbox, ServiceRuntime, TenantRegistry, cancel_and_wait, load_settings
 
 from . import store
 from .backends import (
@@ -252,10 +252,7 @@ def build_runtime(
 
     async def stop(_: ServiceRuntime) -> None:
         for task in tasks:
-            task.cancel()
-            # not suppress(CancelledError) around `await task`: that would swallow a
-            # cancellation of this stop() as well
-            await asyncio.wait({task})
+            await cancel_and_wait(task)
         if responder.tenants is not None:
             await responder.tenants.stop()
         await guarded.backend.close()

@@ -39,7 +39,7 @@ from postroom_classify import registry as model_registry
 from postroom_classify.features import MailFeatures, features_from_eml, parse_headers
 from postroom_classify.model import retrain
 from postroom_contracts import MailClassified, MailLabelCorrected, MailParsed
-from postroom_runtime import BlobNotFound, Outbox, ServiceRuntime, load_settings
+from postroom_runtime import BlobNotFound, Outbox, ServiceRuntime, cancel_and_wait, load_settings
 from postroom_runtime.store import utcnow
 
 from . import store
@@ -533,10 +533,7 @@ def build_runtime(
 
     async def stop_tasks(_: ServiceRuntime) -> None:
         for task in tasks:
-            task.cancel()
-            # not suppress(CancelledError) around `await task`: that would swallow a
-            # cancellation of this stop as well
-            await asyncio.wait({task})
+            await cancel_and_wait(task)
 
     runtime.on_start.append(load_newest)
     runtime.on_started.append(start_tasks)

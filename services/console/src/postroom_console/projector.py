@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 
 from postroom_contracts import EVENTS, EVENTS_STREAM, reply_id_for
 from postroom_contracts.subjects import PREFIX
-from postroom_runtime import ServiceRuntime
+from postroom_runtime import ServiceRuntime, cancel_and_wait
 from postroom_runtime.store import utcnow
 
 from . import store
@@ -64,17 +64,6 @@ IDLE_HEARTBEAT_SECONDS = 2.0
 LAG_POLL_SECONDS = 1.0
 BATCH_GAP_SECONDS = 0.003
 BATCH_WINDOW_SECONDS = 0.05
-
-
-async def _cancel(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait until it has ended, dropping its outcome. A cancellation of the
-    caller meanwhile goes on: ``suppress(CancelledError): await task`` swallowed it, and a
-    projector stopped while a lost lock's task was being cleaned up went on leading or
-    following, with stop() waiting for it forever."""
-    task.cancel()
-    await asyncio.wait({task})
-    if not task.cancelled():
-        task.exception()  # retrieved: no "exception was never retrieved" later
 
 
 class Metrics:
@@ -163,7 +152,7 @@ class Projector:
     async def stop(self) -> None:
         for task in (self._lag_task, self._task):
             if task is not None:
-                await _cancel(task)
+                await cancel_and_wait(task)
         await self._unsubscribe()
         await self.leadership.release()
 
@@ -203,7 +192,7 @@ class Projector:
             finally:  # also when this task is cancelled (stop): neither may outlive it
                 for task in (run, held):
                     if not task.done():
-                        await _cancel(task)
+                        await cancel_and_wait(task)
                     elif not task.cancelled():
                         task.exception()  # retrieved (logged below unless stopping)
             for task in done:

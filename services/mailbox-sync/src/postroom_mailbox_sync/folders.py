@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from postroom_runtime import cancel_and_wait
+
 from .handlers import Account, FolderState, backoff, horizon
-from .imap import AuthFailed, ConnectionLost, ImapFailure, ImapSession, cancel_and_wait
+from .imap import AuthFailed, ConnectionLost, ImapFailure, ImapSession
 
 log = logging.getLogger("postroom_mailbox_sync")
 

@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 from aioimaplib import aioimaplib
 
+from postroom_runtime import cancel_and_wait
+
 from .handlers import (
     Account,
     FolderState,
@@ -275,12 +277,3 @@ class ImapSession:
                 transport.close()
             for task in list(self.proto.tasks):
                 task.cancel()
-
-
-async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
-    """Cancel ``task`` and wait for it to end, dropping its outcome. Unlike
-    ``suppress(BaseException): await task``, a cancellation of the caller still propagates."""
-    task.cancel()
-    await asyncio.wait({task})
-    if not task.cancelled():
-        task.exception()  # retrieved: no "exception was never retrieved" at exit

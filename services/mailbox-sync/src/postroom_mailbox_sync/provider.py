@@ -41,12 +41,11 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request, Response
 
-from postroom_runtime import ServiceRuntime
+from postroom_runtime import ServiceRuntime, cancel_and_wait
 
 from .accounts import AccountService
 from .config import MailboxSyncSettings
 from .handlers import SIGNATURE_HEADER, TIMESTAMP_HEADER, Account, backoff, check_signature
-from .imap import cancel_and_wait
 from .ingest import Ingestor
 from .metrics import Metrics
 from .store import position, save_position
